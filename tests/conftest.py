@@ -1,0 +1,39 @@
+"""Shared test set-up: one thread, no Hub, and tiny model configurations."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**overrides: object):
+    """A small VanillaTransformerConfig for fast CPU tests (fields overridable)."""
+    from vanilla_transformer import VanillaTransformerConfig
+
+    fields = dict(
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+        label_smoothing=0.0,
+    )
+    fields.update(overrides)
+    return VanillaTransformerConfig(**fields)
+
+
+@pytest.fixture
+def config():
+    return tiny_config()
