@@ -13,6 +13,7 @@ from .modeling_vanilla_transformer import (
     VanillaTransformerPreTrainedModel,
     shift_tokens_right,
 )
+from .pipeline_vanilla_transformer import TASK as TRANSLATION_TASK  # registers the "vanilla-translation" pipeline
 
 __version__ = "0.1.0"
 
@@ -29,5 +30,6 @@ __all__ = [
     "VanillaTransformerForConditionalGeneration",
     "VanillaTransformerModel",
     "VanillaTransformerPreTrainedModel",
+    "TRANSLATION_TASK",
     "shift_tokens_right",
 ]

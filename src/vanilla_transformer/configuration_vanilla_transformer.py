@@ -56,6 +56,9 @@ class VanillaTransformerConfig(PreTrainedConfig):
         pad_token_id, bos_token_id, eos_token_id, decoder_start_token_id: Special token ids; the decoder
             input starts with `decoder_start_token_id` (the seeds' `<start>`).
         tie_word_embeddings: Share the pre-softmax linear transformation with the embeddings (Section 3.4).
+            False: the encoder embeddings, the decoder embeddings and the output projection are three
+            independent matrices over the same vocabulary (converted Marian checkpoints with
+            `share_encoder_decoder_embeddings=False` or `tie_word_embeddings=False`).
     """
 
     model_type = "vanilla_transformer"
@@ -94,6 +97,11 @@ class VanillaTransformerConfig(PreTrainedConfig):
 
     def validate_architecture(self) -> None:
         """Reject configurations the model cannot be built from, naming the field (runs at construction)."""
+        if self.model_type != type(self).model_type:  # e.g. a BART or Marian config.json loaded into this class
+            raise ValueError(
+                f"This config has `model_type` {self.model_type!r}, but {type(self).__name__} is "
+                f"{type(self).model_type!r}: load it with the config class of {self.model_type!r} (or AutoConfig)."
+            )
         for name in (
             "vocab_size",
             "d_model",
@@ -120,6 +128,11 @@ class VanillaTransformerConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing}.")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+            ids = getattr(self, name)
+            for token_id in ids if isinstance(ids, list) else [ids]:
+                if token_id is not None and not 0 <= token_id < self.vocab_size:
+                    raise ValueError(f"`{name}` ({token_id}) is outside the vocabulary [0, {self.vocab_size}).")
         if self.positional_encoding_layout not in POSITIONAL_ENCODING_LAYOUTS:
             raise ValueError(
                 f"Unknown `positional_encoding_layout` {self.positional_encoding_layout!r}; "

@@ -41,8 +41,11 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
 
 from .configuration_vanilla_transformer import VanillaTransformerConfig
+
+logger = logging.get_logger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -71,12 +74,36 @@ def _check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, ignore_index
                 raise ValueError(f"`{name}` holds token id {bad}, outside the vocabulary [0, {vocab_size}).")
 
 
-def _check_length(length: int, max_positions: int, name: str) -> None:
-    if length > max_positions:
+def _check_length(length: int, max_positions: int, name: str, cached: int | torch.Tensor = 0) -> None:
+    """Raise if positions `cached .. cached + length - 1` do not fit the sinusoidal table of `max_positions`."""
+    if isinstance(cached, torch.Tensor):  # a static cache counts its length in a tensor
+        if not _value_checks_enabled():
+            return
+        cached = int(cached)
+    if cached + length > max_positions:
+        if cached:  # incremental decoding, i.e. generate(): the output outgrew the table
+            raise ValueError(
+                f"{name} position {cached + length - 1} ({cached} cached + {length} new tokens) is beyond "
+                f"`max_position_embeddings` ({max_positions}): generate at most {max_positions} new tokens "
+                "(`max_new_tokens`, or `max_length` counting the start token) or build the model with a larger "
+                "`max_position_embeddings`."
+            )
         raise ValueError(
             f"{name} of length {length} is longer than `max_position_embeddings` ({max_positions}); "
             "truncate the input or build the model with a larger `max_position_embeddings`."
         )
+
+
+def _one_cache(past_key_values: Cache | None, cache: Cache | None) -> Cache | None:
+    """The cache, under either of its names.
+
+    transformers 5.24 renamed the cache argument `past_key_values` to `cache` (`generate()` passes `cache`, 5.23 and
+    earlier pass `past_key_values`). Both are accepted so the shipped code runs on either; a cache under an
+    unknown name would otherwise fall into `**kwargs` and decoding would silently restart at every step.
+    """
+    if past_key_values is not None and cache is not None:
+        raise ValueError("Pass the cache once, as `cache` or as `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
 
 
 def _check_mask(mask: torch.Tensor | None, shape: tuple[int, ...], name: str, forbid_empty_rows: bool) -> None:
@@ -130,8 +157,10 @@ class VanillaTransformerSinusoidalPositionalEncoding(nn.Module):
             table = torch.cat([torch.sin(angle[:, 0::2]), torch.cos(angle[:, 1::2])], dim=-1)
         return table.float()
 
-    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+    def forward(self, length: int, offset: int | torch.Tensor = 0) -> torch.Tensor:
         """Returns: (length, E) encodings of positions offset .. offset + length - 1."""
+        if isinstance(offset, torch.Tensor):  # static cache: gather, so torch.compile needs no data-dependent slice
+            return self.pe.index_select(0, torch.arange(length, device=self.pe.device) + offset.to(self.pe.device))
         return self.pe[offset : offset + length]
 
 
@@ -240,10 +269,11 @@ class VanillaTransformerAttention(nn.Module):
                     past_key_values.is_updated[self.layer_idx] = True  # the source never changes
 
         implementation = self.config._attn_implementation
-        if output_attentions and implementation != "eager":
-            raise ValueError(
-                f"`output_attentions=True` needs the eager attention, but the model uses {implementation!r}: load it "
-                "with `attn_implementation='eager'` or call `model.set_attn_implementation('eager')`."
+        if output_attentions and implementation != "eager":  # as transformers' own models: warn, weights None
+            logger.warning_once(
+                f"`output_attentions=True` needs the eager attention, but the model uses {implementation!r}, which "
+                "returns no attention weights: load it with `attn_implementation='eager'` or call "
+                "`model.set_attn_implementation('eager')`."
             )
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         output, weights = attention(
@@ -384,6 +414,14 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _can_compile_fullgraph = True
 
+    def __init__(self, config: VanillaTransformerConfig, *inputs: object, **kwargs: object) -> None:
+        if getattr(config, "model_type", None) != VanillaTransformerConfig.model_type:  # e.g. a BartConfig
+            raise TypeError(
+                f"{type(self).__name__} needs a VanillaTransformerConfig, got {type(config).__name__} "
+                f"(model_type {getattr(config, 'model_type', None)!r})."
+            )
+        super().__init__(config, *inputs, **kwargs)
+
     def save_pretrained(self, save_directory: str, *args: object, **kwargs: object) -> None:
         """Save as usual; when registered for remote code, also map `AutoModel` to the base model in `auto_map`."""
         if self._auto_class is not None:
@@ -392,6 +430,42 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             auto_map.setdefault("AutoModel", f"{module}.VanillaTransformerModel")
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | None, *args: object, **kwargs: object
+    ) -> "VanillaTransformerPreTrainedModel | tuple":
+        """Load as usual, but strictly and safely:
+
+        - from safetensors only unless `use_safetensors=False` is passed (pickled `.bin` weights can run code);
+        - a corrupt or truncated safetensors file is reported with its checkpoint;
+        - a checkpoint that lacks weights of the model, or holds weights the model lacks (another depth), is an
+          error instead of a model with silently random or dropped layers; pass `output_loading_info=True` to get
+          the model and the key lists anyway. Weights of another size follow `ignore_mismatched_sizes`.
+        """
+        kwargs.setdefault("use_safetensors", True)
+        wants_info = kwargs.get("output_loading_info", False)
+        kwargs["output_loading_info"] = True
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":  # shipped code does not import safetensors
+                raise
+            raise OSError(
+                f"The weights of {str(pretrained_model_name_or_path)!r} are not a readable safetensors file "
+                f"(corrupt or truncated: {error}); re-save or re-download the checkpoint."
+            ) from error
+        if wants_info:
+            return model, info
+        missing, unexpected = sorted(info.get("missing_keys", ())), sorted(info.get("unexpected_keys", ()))
+        if missing or unexpected:
+            raise RuntimeError(
+                f"The checkpoint {str(pretrained_model_name_or_path)!r} does not fit {cls.__name__}: "
+                f"{len(missing)} weight(s) of the model are not in it {missing[:3]} and {len(unexpected)} of its "
+                f"weights are not in the model {unexpected[:3]}. Compare the config you passed (layers, sizes) with "
+                "the checkpoint's config.json, or pass `output_loading_info=True` to load it anyway."
+            )
+        return model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -442,7 +516,7 @@ class _StackMixin:
         elif inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:
             raise ValueError(f"`{name}inputs_embeds` is empty (shape {tuple(inputs_embeds.shape)}).")
         length = inputs_embeds.shape[1]
-        _check_length(offset + length, self.config.max_position_embeddings, "encoder input" if not name else "target")
+        _check_length(length, self.config.max_position_embeddings, "target" if name else "encoder input", offset)
         hidden_states = inputs_embeds * self.embed_scale + self.embed_positions(length, offset).to(inputs_embeds.dtype)
         return nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
 
@@ -525,6 +599,7 @@ class VanillaTransformerDecoder(_StackMixin, VanillaTransformerPreTrainedModel):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -550,6 +625,7 @@ class VanillaTransformerDecoder(_StackMixin, VanillaTransformerPreTrainedModel):
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
         use_cache = self.config.use_cache if use_cache is None else use_cache
+        past_key_values = _one_cache(past_key_values, cache)
         if encoder_hidden_states is None:
             raise ValueError("The decoder needs `encoder_hidden_states` to attend over (cross-attention).")
         if use_cache and past_key_values is None:
@@ -558,6 +634,11 @@ class VanillaTransformerDecoder(_StackMixin, VanillaTransformerPreTrainedModel):
 
         hidden_states = self._embed(input_ids, inputs_embeds, past_length, "decoder_")
         batch, length = hidden_states.shape[:2]
+        if encoder_hidden_states.dim() != 3 or encoder_hidden_states.shape[-1] != self.config.d_model:
+            raise ValueError(
+                f"`encoder_hidden_states` must have shape (batch, source length, {self.config.d_model}), got "
+                f"{tuple(encoder_hidden_states.shape)}."
+            )
         if encoder_hidden_states.shape[0] != batch:
             raise ValueError(
                 f"The decoder batch ({batch}) and the encoder batch ({encoder_hidden_states.shape[0]}) differ."
@@ -566,10 +647,10 @@ class VanillaTransformerDecoder(_StackMixin, VanillaTransformerPreTrainedModel):
         _check_mask(encoder_attention_mask, encoder_hidden_states.shape[:2], "attention_mask", forbid_empty_rows=False)
         self_attn_cache = past_key_values.self_attention_cache if past_key_values is not None else None
         causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=hidden_states,
-            attention_mask=attention_mask,
-            past_key_values=self_attn_cache,
+            self.config,
+            hidden_states,
+            attention_mask,
+            self_attn_cache,  # positional: the argument is `past_key_values` before transformers 5.24, `cache` after
         )
         cross_mask = create_bidirectional_mask(
             config=self.config,
@@ -640,6 +721,7 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
         past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
@@ -654,6 +736,7 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         and on request all hidden states and the three kinds of attention weights.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        past_key_values = _one_cache(past_key_values, cache)
         flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
@@ -694,10 +777,67 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Section 5.4: label-smoothed cross-entropy, summed over the target tokens.
+# ---------------------------------------------------------------------------------------------------------
+class _LabelSmoothedCrossEntropy(torch.autograd.Function):
+    """`cross_entropy(logits, labels, ignore_index, reduction="sum", label_smoothing=epsilon)`, memory-lean.
+
+    loss_i = (1 - epsilon) * (lse_i - z_i,y) + epsilon * (lse_i - mean_v z_i,v), lse = logsumexp(z). The backward
+    pass keeps only the logits (already alive: they are returned) and the (N,) lse, instead of a (N, V) log-softmax,
+    and writes the gradient softmax(z) - (1 - epsilon) onehot(y) - epsilon / V straight into one (N, V) tensor.
+    Float32 math in row chunks, so half-precision logits are never copied to float32 whole.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        epsilon: float,
+        ignore_index: int,
+    ) -> torch.Tensor:
+        """Args: logits (N, V), labels (N,). Returns: the summed loss, a float32 scalar."""
+        rows = max(1, 2**22 // logits.shape[-1])  # float32 working set of ~16 MiB per chunk
+        valid = labels != ignore_index
+        safe_labels = labels.masked_fill(~valid, 0)
+        lse = torch.cat([torch.logsumexp(part.float(), dim=-1) for part in logits.split(rows)])  # (N,)
+        target = logits.gather(1, safe_labels[:, None]).squeeze(1).float()  # (N,)
+        mean = logits.mean(dim=-1, dtype=torch.float32)  # (N,)
+        per_token = (1.0 - epsilon) * (lse - target) + epsilon * (lse - mean)
+        ctx.save_for_backward(logits, lse, safe_labels, valid)
+        ctx.epsilon, ctx.rows = epsilon, rows
+        return (per_token * valid).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
+        logits, lse, safe_labels, valid = ctx.saved_tensors
+        epsilon, rows = ctx.epsilon, ctx.rows
+        scale = (grad_output * valid)[:, None]  # (N, 1); ignored positions get no gradient
+        grad = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], rows):
+            part = slice(start, start + rows)
+            if logits.dtype == torch.float32:
+                chunk = torch.sub(logits[part], lse[part, None], out=grad[part]).exp_()  # softmax, in place
+            else:
+                chunk = (logits[part].float() - lse[part, None]).exp_()
+            chunk.sub_(epsilon / logits.shape[-1])
+            chunk.scatter_add_(1, safe_labels[part, None], chunk.new_full((chunk.shape[0], 1), epsilon - 1.0))
+            chunk.mul_(scale[part])
+            if chunk.data_ptr() != grad[part].data_ptr():
+                grad[part] = chunk
+        return grad, None, None, None
+
+
 class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedModel, GenerationMixin):
     """The model plus the pre-softmax linear map, tied to the shared embeddings (Section 3.4)."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+    _tied_weights_keys = {  # all three, as Marian lists them: they are not saved, and reloading re-ties them
+        "lm_head.weight": "model.shared.weight",
+        "model.encoder.embed_tokens.weight": "model.shared.weight",
+        "model.decoder.embed_tokens.weight": "model.shared.weight",
+    }
 
     def __init__(self, config: VanillaTransformerConfig) -> None:
         super().__init__(config)
@@ -715,6 +855,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
         past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -739,8 +880,12 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             `logits` (B, T or logits_to_keep, V) and, with `labels`, the per-token `loss`.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        past_key_values = _one_cache(past_key_values, cache)
         if labels is not None:
             use_cache = False
+            _check_token_ids(labels, self.config.vocab_size, "labels", ignore_index=-100)
+            if num_items_in_batch is None and _value_checks_enabled() and not bool((labels != -100).any()):
+                raise ValueError("`labels` holds no target token (every position is -100): the loss would be 0 / 0.")
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
             target = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
@@ -749,7 +894,6 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
                     f"`labels` has shape {tuple(labels.shape)} but the decoder input has shape "
                     f"{tuple(target.shape[:2])}: they must be aligned position by position."
                 )
-            _check_token_ids(labels, self.config.vocab_size, "labels", ignore_index=-100)
 
         outputs = self.model(
             input_ids=input_ids,
@@ -777,12 +921,11 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
 
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(
-                logits.float().view(-1, logits.shape[-1]),
-                labels.to(logits.device).view(-1),
-                ignore_index=-100,
-                reduction="sum",
-                label_smoothing=float(self.config.label_smoothing),
+            loss = _LabelSmoothedCrossEntropy.apply(
+                logits.view(-1, logits.shape[-1]),
+                labels.to(logits.device).reshape(-1),
+                float(self.config.label_smoothing),
+                -100,
             )
             if num_items_in_batch is None:
                 num_items_in_batch = (labels != -100).sum()
@@ -806,6 +949,19 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, T) labels -> (B, T) decoder inputs; used by `DataCollatorForSeq2Seq` for label smoothing."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def _reorder_cache(self, past_key_values: Cache, beam_idx: torch.LongTensor) -> Cache:
+        """Beam search hook: follow the surviving beams (`beam_idx`, (B * beams,)) in the self-attention cache.
+
+        The cross-attention keys/values are left as they are: every beam of a source holds the same copy, and
+        `beam_idx` only permutes beams within their source, so gathering them would copy (B * beams, H, S, D)
+        per layer and step to get the same values back.
+        """
+        if isinstance(past_key_values, EncoderDecoderCache):
+            past_key_values.self_attention_cache.reorder_cache(beam_idx)
+        else:
+            past_key_values.reorder_cache(beam_idx)
+        return past_key_values
 
 
 __all__ = [

@@ -1,0 +1,91 @@
+"""VanillaTransformerConfig: the paper's defaults, validation at construction, serialisation."""
+
+import json
+
+import pytest
+from conftest import tiny_config
+from huggingface_hub.errors import StrictDataclassError
+from transformers import AutoConfig
+
+from vanilla_transformer import VanillaTransformerConfig
+
+CONFIG_ERRORS = (ValueError, TypeError, StrictDataclassError)
+
+
+def test_defaults_are_the_paper_base_model() -> None:
+    config = VanillaTransformerConfig()
+    assert (config.encoder_layers, config.decoder_layers) == (6, 6)  # N
+    assert config.d_model == 512
+    assert (config.encoder_ffn_dim, config.decoder_ffn_dim) == (2048, 2048)  # d_ff
+    assert (config.encoder_attention_heads, config.decoder_attention_heads) == (8, 8)  # h
+    assert config.d_model // config.encoder_attention_heads == 64  # d_k = d_v
+    assert config.dropout == 0.1  # P_drop
+    assert config.label_smoothing == 0.1  # epsilon_ls
+    assert config.activation_function == "relu"
+    assert config.attention_dropout == 0.0
+    assert config.normalize_before is False  # post-norm
+    assert config.scale_embedding is True
+    assert config.positional_encoding_layout == "interleaved"
+    assert config.tie_word_embeddings is True
+    assert config.is_encoder_decoder is True
+    assert config.model_type == "vanilla_transformer"
+    # The generic names that library code reads map to the paper's fields.
+    assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers) == (512, 8, 6)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(d_model=30), r"`d_model` \(30\) must be divisible by `encoder_attention_heads` \(4\)"),
+        (dict(decoder_attention_heads=5), r"divisible by `decoder_attention_heads` \(5\)"),
+        (dict(vocab_size=0), "`vocab_size` must be a positive integer"),
+        (dict(d_model=-8), "`d_model` must be a positive integer"),
+        (dict(encoder_layers=0), "`encoder_layers` must be a positive integer"),
+        (dict(decoder_layers=-1), "`decoder_layers` must be a positive integer"),
+        (dict(encoder_attention_heads=0), "`encoder_attention_heads` must be a positive integer"),
+        (dict(encoder_ffn_dim=0), "`encoder_ffn_dim` must be a positive integer"),
+        (dict(decoder_ffn_dim=0), "`decoder_ffn_dim` must be a positive integer"),
+        (dict(max_position_embeddings=0), "`max_position_embeddings` must be a positive integer"),
+        (dict(activation_function="relux"), "Unknown `activation_function` 'relux'"),
+        (dict(positional_encoding_layout="rotary"), "Unknown `positional_encoding_layout` 'rotary'"),
+        (dict(dropout=1.0), r"`dropout` must be in \[0, 1\)"),
+        (dict(attention_dropout=-0.1), r"`attention_dropout` must be in \[0, 1\)"),
+        (dict(label_smoothing=1.5), r"`label_smoothing` must be in \[0, 1\)"),
+        (dict(d_model="512"), "d_model"),
+        (dict(normalize_before="yes"), "normalize_before"),
+    ],
+)
+def test_invalid_configs_raise_a_clear_error_at_construction(overrides: dict, message: str) -> None:
+    with pytest.raises(CONFIG_ERRORS, match=message):
+        tiny_config(**overrides)
+
+
+def test_valid_alternatives_are_accepted() -> None:
+    config = tiny_config(activation_function="gelu", positional_encoding_layout="concatenated", normalize_before=True)
+    assert (config.activation_function, config.positional_encoding_layout, config.normalize_before) == (
+        "gelu",
+        "concatenated",
+        True,
+    )
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    config = tiny_config(normalize_before=True, activation_function="gelu", dropout=0.25)
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "vanilla_transformer"
+    assert saved["normalize_before"] is True and saved["dropout"] == 0.25
+    expected = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+    loaded = VanillaTransformerConfig.from_pretrained(tmp_path)
+    through_auto = AutoConfig.from_pretrained(tmp_path)
+    assert type(through_auto) is VanillaTransformerConfig
+    for again in (loaded, through_auto):
+        assert {k: v for k, v in again.to_dict().items() if k != "_name_or_path"} == expected
+
+
+def test_dict_round_trip_and_auto_config_for_model() -> None:
+    config = tiny_config(d_model=48, encoder_attention_heads=6, decoder_attention_heads=3)
+    again = VanillaTransformerConfig.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict()
+    built = AutoConfig.for_model("vanilla_transformer", d_model=64)
+    assert isinstance(built, VanillaTransformerConfig) and built.d_model == 64

@@ -1,0 +1,485 @@
+"""Behaviour of the encoder-decoder: the three kinds of attention, masks, encodings, loss, ties, save/load."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+from vanilla_transformer import (
+    VanillaTransformerConfig,
+    VanillaTransformerForConditionalGeneration,
+    VanillaTransformerModel,
+    shift_tokens_right,
+)
+from vanilla_transformer.modeling_vanilla_transformer import VanillaTransformerSinusoidalPositionalEncoding
+
+# The seeds' worked example: a 4-token source and the decoder input "<start> I love easy courses".
+PAD, START, END = 0, 1, 2
+VOCAB = {"<pad>": PAD, "<start>": START, "<end>": END, "I": 3, "love": 4, "easy": 5, "courses": 6}
+SOURCE = torch.tensor([[7, 8, 9, 10]])  # 4 source tokens
+TARGET_IN = torch.tensor([[VOCAB[w] for w in "<start> I love easy courses".split()]])  # 5 decoder inputs
+
+
+def build(config: VanillaTransformerConfig, attn: str = "sdpa", seed: int = 0):
+    torch.manual_seed(seed)
+    model = VanillaTransformerForConditionalGeneration(config)
+    model.set_attn_implementation(attn)
+    return model.eval()
+
+
+def random_batch(config: VanillaTransformerConfig, batch: int = 3, src: int = 7, tgt: int = 6, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, config.vocab_size, (batch, src), generator=gen)
+    decoder_input_ids = torch.randint(3, config.vocab_size, (batch, tgt), generator=gen)
+    decoder_input_ids[:, 0] = config.decoder_start_token_id
+    return input_ids, decoder_input_ids
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The seeds' worked example (d_model = 512): three kinds of attention.
+# ------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def worked_example():
+    config = tiny_config(vocab_size=16, d_model=512, encoder_attention_heads=8, decoder_attention_heads=8)
+    model = build(config, attn="eager")
+    source5 = torch.tensor([[7, 8, 9, 10, 11]])  # "A B C D E" for the encoder self-attention example
+    with torch.no_grad():
+        out = model(input_ids=SOURCE, decoder_input_ids=TARGET_IN, output_attentions=True)
+        enc5 = model.model.encoder(input_ids=source5, output_attentions=True)
+    return config, out, enc5
+
+
+def test_cross_attention_is_5_by_4_and_rows_sum_to_one(worked_example) -> None:
+    config, out, _ = worked_example
+    assert len(out.cross_attentions) == config.decoder_layers
+    for weights in out.cross_attentions:
+        assert weights.shape == (1, 8, 5, 4)  # (B, h, target 5, source 4)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(1, 8, 5), atol=1e-5, rtol=0)
+        assert bool((weights > 0).all())  # every target word looks at every source word
+
+
+def test_decoder_self_attention_is_exactly_zero_above_the_diagonal(worked_example) -> None:
+    config, out, _ = worked_example
+    above = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    assert len(out.decoder_attentions) == config.decoder_layers
+    for weights in out.decoder_attentions:
+        assert weights.shape == (1, 8, 5, 5)
+        assert bool((weights[..., above] == 0).all())  # "love" never sees "easy" or "courses"
+        assert bool((weights[..., ~above] > 0).all())  # ... but sees "<start>", "I" and itself
+        torch.testing.assert_close(weights.sum(-1), torch.ones(1, 8, 5), atol=1e-5, rtol=0)
+    # "<start>" can only attend to itself.
+    assert bool((out.decoder_attentions[0][0, :, 0, 0] == 1).all())
+
+
+def test_encoder_self_attention_is_bidirectional(worked_example) -> None:
+    config, _, enc5 = worked_example
+    assert len(enc5.attentions) == config.encoder_layers
+    for weights in enc5.attentions:
+        assert weights.shape == (1, 8, 5, 5)
+        token_c = weights[0, :, 2, :]  # token 3 of 5 ("C") attends to A, B, D, E and itself
+        assert bool((token_c > 0).all())
+        torch.testing.assert_close(token_c.sum(-1), torch.ones(8), atol=1e-5, rtol=0)
+
+
+def test_output_hidden_states_and_attentions_of_every_stack() -> None:
+    config = tiny_config(encoder_layers=3, decoder_layers=2)
+    model = build(config, attn="eager")
+    input_ids, decoder_input_ids = random_batch(config, src=7, tgt=5)
+    out = model(
+        input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_hidden_states=True, output_attentions=True
+    )
+    assert len(out.encoder_hidden_states) == 4 and len(out.decoder_hidden_states) == 3  # N + 1 (embeddings first)
+    assert len(out.encoder_attentions) == 3 and len(out.decoder_attentions) == 2 and len(out.cross_attentions) == 2
+    torch.testing.assert_close(out.encoder_hidden_states[-1], out.encoder_last_hidden_state)
+    assert out.encoder_attentions[0].shape == (3, 4, 7, 7)
+    assert out.cross_attentions[0].shape == (3, 4, 5, 7)
+    # The last decoder hidden state is what the output projection reads.
+    torch.testing.assert_close(model.lm_head(out.decoder_hidden_states[-1]), out.logits)
+
+
+def test_output_attentions_with_sdpa_warns_and_names_the_fix() -> None:
+    """As transformers' own models: sdpa computes no weights, so it warns (naming the fix) and returns None."""
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    from vanilla_transformer import modeling_vanilla_transformer
+
+    config = tiny_config()
+    sdpa, eager = build(config, attn="sdpa"), build(tiny_config(), attn="eager")
+    input_ids, decoder_input_ids = random_batch(config)
+    logging.get_logger("transformers").warning_once.cache_clear()
+    with CaptureLogger(modeling_vanilla_transformer.logger) as captured:
+        out = sdpa(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_attentions=True)
+    assert "attn_implementation='eager'" in captured.out
+    assert all(a is None for a in out.encoder_attentions + out.decoder_attentions + out.cross_attentions)
+    reference = eager(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_attentions=True)
+    torch.testing.assert_close(out.logits, reference.logits, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Masks: the decoder cannot see the future, padding changes nothing, the source matters.
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_changing_a_future_target_token_leaves_earlier_outputs_unchanged(normalize_before: bool) -> None:
+    config = tiny_config(normalize_before=normalize_before)
+    model = build(config)
+    input_ids, decoder_input_ids = random_batch(config, tgt=8)
+    changed = decoder_input_ids.clone()
+    changed[:, 5] = (changed[:, 5] + 7) % (config.vocab_size - 3) + 3
+    with torch.no_grad():
+        before = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+        after = model(input_ids=input_ids, decoder_input_ids=changed).logits
+    torch.testing.assert_close(after[:, :5], before[:, :5], atol=1e-6, rtol=0)
+    assert (after[:, 5:] - before[:, 5:]).abs().amax() > 1e-3  # the changed position and later ones do move
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_padded_source_positions_change_nothing(attn: str) -> None:
+    config = tiny_config()
+    model = build(config, attn=attn)
+    input_ids, decoder_input_ids = random_batch(config, batch=2, src=9)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, 6:] = 0  # row 0: 6 real tokens then 3 pads
+    attention_mask[1, 8:] = 0
+    other = input_ids.clone()
+    other[attention_mask == 0] = torch.tensor([4, 5, 6, 7])  # different ids in the padded slots
+    with torch.no_grad():
+        a = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+        b = model(input_ids=other, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=0)
+    real = attention_mask.bool()
+    torch.testing.assert_close(b.encoder_last_hidden_state[real], a.encoder_last_hidden_state[real], atol=1e-6, rtol=0)
+    # A padded row gives the same result as the unpadded sequence on its own.
+    with torch.no_grad():
+        alone = model(input_ids=input_ids[:1, :6], decoder_input_ids=decoder_input_ids[:1]).logits
+    torch.testing.assert_close(alone, a.logits[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_changing_the_source_changes_the_output() -> None:
+    config = tiny_config()
+    model = build(config)
+    input_ids, decoder_input_ids = random_batch(config)
+    other = input_ids.clone()
+    other[:, 2] = (other[:, 2] + 5) % (config.vocab_size - 3) + 3
+    with torch.no_grad():
+        a = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+        b = model(input_ids=other, decoder_input_ids=decoder_input_ids).logits
+    # Every target position, the first included, sees the source through cross-attention.
+    assert bool(((a - b).abs().amax(-1) > 1e-4).all())
+
+
+def test_decoder_padding_mask_hides_padded_target_positions() -> None:
+    config = tiny_config()
+    model = build(config)
+    input_ids, decoder_input_ids = random_batch(config, batch=1, tgt=6)
+    left_padded = torch.cat([torch.full((1, 2), PAD), decoder_input_ids], dim=1)
+    other_pads = left_padded.clone()
+    other_pads[:, :2] = torch.tensor([9, 11])
+    mask = torch.cat([torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        a = model(input_ids=input_ids, decoder_input_ids=left_padded, decoder_attention_mask=mask).logits
+        b = model(input_ids=input_ids, decoder_input_ids=other_pads, decoder_attention_mask=mask).logits
+        unmasked = model(input_ids=input_ids, decoder_input_ids=other_pads).logits
+    torch.testing.assert_close(b[:, 2:], a[:, 2:], atol=1e-6, rtol=0)
+    assert (unmasked[:, 2:] - a[:, 2:]).abs().amax() > 1e-4  # without the mask the pads would be seen
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Section 3.4 / 3.5: embeddings x sqrt(d_model) + sinusoidal positional encoding.
+# ------------------------------------------------------------------------------------------------------------
+def test_sinusoidal_table_matches_the_paper_formula() -> None:
+    d, n = 16, 50
+    table = VanillaTransformerSinusoidalPositionalEncoding(n, d).pe
+    for pos in range(n):
+        for i in range(d // 2):
+            angle = pos / 10000 ** (2 * i / d)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_concatenated_layout_is_a_permutation_of_the_interleaved_table() -> None:
+    d, n = 12, 20
+    interleaved = VanillaTransformerSinusoidalPositionalEncoding(n, d, "interleaved").pe
+    concatenated = VanillaTransformerSinusoidalPositionalEncoding(n, d, "concatenated").pe
+    torch.testing.assert_close(concatenated, torch.cat([interleaved[:, 0::2], interleaved[:, 1::2]], dim=-1))
+
+
+@pytest.mark.parametrize("scale_embedding", [True, False])
+def test_encoder_input_is_scaled_embedding_plus_positional_encoding(scale_embedding: bool) -> None:
+    config = tiny_config(scale_embedding=scale_embedding)
+    model = build(config)
+    input_ids, decoder_input_ids = random_batch(config, src=9, tgt=4)
+    out = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_hidden_states=True)
+    scale = math.sqrt(config.d_model) if scale_embedding else 1.0
+    pe = VanillaTransformerSinusoidalPositionalEncoding(config.max_position_embeddings, config.d_model).pe
+    expected_src = model.model.shared(input_ids) * scale + pe[:9]
+    expected_tgt = model.model.shared(decoder_input_ids) * scale + pe[:4]
+    torch.testing.assert_close(out.encoder_hidden_states[0], expected_src)
+    torch.testing.assert_close(out.decoder_hidden_states[0], expected_tgt)
+
+
+def test_sequences_longer_than_the_table_are_rejected() -> None:
+    config = tiny_config(max_position_embeddings=8)
+    model = build(config)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(input_ids=torch.full((1, 9), 5), decoder_input_ids=torch.full((1, 3), 5))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Post-norm (the paper) and pre-norm (`normalize_before`).
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_encoder_layer_computes_the_configured_residual_form(normalize_before: bool) -> None:
+    config = tiny_config(normalize_before=normalize_before)
+    model = build(config, attn="eager")
+    layer = model.model.encoder.layers[0]
+    x = torch.randn(2, 5, config.d_model)
+    with torch.no_grad():
+        got, _ = layer(x)
+        if normalize_before:  # x + Sublayer(LayerNorm(x))
+            h = x + layer.self_attn(layer.self_attn_layer_norm(x))[0]
+            want = h + layer.ffn(layer.final_layer_norm(h))
+        else:  # LayerNorm(x + Sublayer(x))
+            h = layer.self_attn_layer_norm(x + layer.self_attn(x)[0])
+            want = layer.final_layer_norm(h + layer.ffn(h))
+    torch.testing.assert_close(got, want)
+
+
+def test_pre_norm_differs_from_post_norm_and_has_final_layer_norms() -> None:
+    post = build(tiny_config(), seed=0)
+    pre = build(tiny_config(normalize_before=True), seed=0)
+    assert post.model.encoder.layer_norm is None and post.model.decoder.layer_norm is None
+    assert isinstance(pre.model.encoder.layer_norm, torch.nn.LayerNorm)
+    assert isinstance(pre.model.decoder.layer_norm, torch.nn.LayerNorm)
+    missing, unexpected = pre.load_state_dict(post.state_dict(), strict=False)
+    assert sorted(missing) == ["model.decoder.layer_norm.bias", "model.decoder.layer_norm.weight"] + [
+        "model.encoder.layer_norm.bias",
+        "model.encoder.layer_norm.weight",
+    ]
+    assert not unexpected
+    input_ids, decoder_input_ids = random_batch(post.config)
+    with torch.no_grad():
+        a = post(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+        b = pre(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+    assert (a - b).abs().amax() > 1e-2  # same weights, different computation
+
+
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_training_steps_reduce_the_loss(normalize_before: bool) -> None:
+    config = tiny_config(normalize_before=normalize_before)
+    torch.manual_seed(0)
+    model = VanillaTransformerForConditionalGeneration(config).train()
+    input_ids, labels = random_batch(config, batch=4, src=6, tgt=6, seed=3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Attention implementations and gradient checkpointing.
+# ------------------------------------------------------------------------------------------------------------
+def test_eager_and_sdpa_agree() -> None:
+    config = tiny_config()
+    eager, sdpa = build(tiny_config(), attn="eager"), build(tiny_config(), attn="sdpa")
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    input_ids, decoder_input_ids = random_batch(config, batch=3, src=9, tgt=7)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0
+    decoder_attention_mask = torch.ones_like(decoder_input_ids)
+    decoder_attention_mask[2, :2] = 0
+    kwargs = dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input_ids,
+        decoder_attention_mask=decoder_attention_mask,
+    )
+    with torch.no_grad():
+        a, b = eager(**kwargs), sdpa(**kwargs)
+    # Compare real (non-padding) positions: a fully masked padded query row has no defined output.
+    real_tgt, real_src = decoder_attention_mask.bool(), attention_mask.bool()
+    torch.testing.assert_close(a.logits[real_tgt], b.logits[real_tgt], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        a.encoder_last_hidden_state[real_src], b.encoder_last_hidden_state[real_src], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    config = tiny_config()
+    input_ids, labels = random_batch(config, batch=2)
+    grads = []
+    for checkpointing in (False, True):
+        model = build(config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()  # formerly gradient_checkpointing_enable
+            assert model.is_activation_checkpointing
+        calls = []
+        model.model.decoder.layers[0].ffn.register_forward_hook(lambda *args, calls=calls: calls.append(1))
+        model(input_ids=input_ids, labels=labels).loss.backward()
+        assert len(calls) == (2 if checkpointing else 1)  # checkpointed layers run again in the backward pass
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == len(list(model.parameters()))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Teacher forcing and the loss.
+# ------------------------------------------------------------------------------------------------------------
+def test_shift_tokens_right_builds_the_teacher_forcing_input() -> None:
+    labels = torch.tensor([[3, 4, 5, 6, END], [3, 4, END, -100, -100]])  # "I love easy courses <end>"
+    shifted = shift_tokens_right(labels, PAD, START)
+    assert shifted.tolist() == [[START, 3, 4, 5, 6], [START, 3, 4, END, PAD]]
+    config = tiny_config()
+    model = build(config)
+    assert torch.equal(model.prepare_decoder_input_ids_from_labels(labels), shifted)
+
+
+def test_loss_is_the_per_token_cross_entropy_ignoring_minus_100() -> None:
+    config = tiny_config()
+    model = build(config)
+    input_ids, labels = random_batch(config, batch=2, tgt=5)
+    labels[1, 3:] = -100
+    out = model(input_ids=input_ids, labels=labels)
+    decoder_input_ids = shift_tokens_right(labels, config.pad_token_id, config.decoder_start_token_id)
+    logits = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+    torch.testing.assert_close(out.logits, logits)
+    keep = labels != -100
+    expected = -torch.log_softmax(logits, -1)[keep].gather(-1, labels[keep][:, None]).mean()
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_label_smoothing_loss() -> None:
+    eps = 0.1
+    config = tiny_config(label_smoothing=eps)
+    model = build(config)
+    input_ids, labels = random_batch(config, batch=2, tgt=5)
+    out = model(input_ids=input_ids, labels=labels)
+    logp = torch.log_softmax(out.logits, -1)
+    nll = -logp.gather(-1, labels[..., None]).squeeze(-1)
+    uniform = -logp.mean(-1)
+    torch.testing.assert_close(out.loss, ((1 - eps) * nll + eps * uniform).mean())
+
+
+def test_num_items_in_batch_makes_accumulated_gradients_equal_one_big_batch() -> None:
+    config = tiny_config()
+    input_ids, labels = random_batch(config, batch=2, tgt=6)
+    labels[1, 2:] = -100  # unequal token counts: averaging the two per-example means would be wrong
+    total = int((labels != -100).sum())
+
+    big = build(config).train()
+    big_loss = big(input_ids=input_ids, labels=labels).loss
+    big_loss.backward()
+
+    small = build(config).train()
+    accumulated = 0.0
+    for i in range(2):
+        loss = small(input_ids=input_ids[i : i + 1], labels=labels[i : i + 1], num_items_in_batch=total).loss
+        loss.backward()
+        accumulated += loss.item()
+    assert accumulated == pytest.approx(big_loss.item(), rel=1e-5)
+    for (name, p), q in zip(big.named_parameters(), small.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_labels_must_align_with_decoder_inputs() -> None:
+    config = tiny_config()
+    model = build(config)
+    input_ids, decoder_input_ids = random_batch(config, tgt=5)
+    with pytest.raises(ValueError, match="aligned"):
+        model(input_ids=input_ids, decoder_input_ids=decoder_input_ids, labels=decoder_input_ids[:, :4])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Save/load, tied weights, the non-persistent sinusoid table, Auto classes.
+# ------------------------------------------------------------------------------------------------------------
+def assert_tied(model: VanillaTransformerForConditionalGeneration) -> None:
+    shared = model.model.shared.weight
+    for other in (
+        model.lm_head.weight,
+        model.model.encoder.embed_tokens.weight,
+        model.model.decoder.embed_tokens.weight,
+    ):
+        assert other is shared or other.data_ptr() == shared.data_ptr()
+
+
+def test_save_load_round_trip_is_exact_and_rebuilds_the_sinusoids(tmp_path) -> None:
+    config = tiny_config()
+    model = build(config)
+    input_ids, decoder_input_ids = random_batch(config)
+    with torch.no_grad():
+        before = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+    model.save_pretrained(tmp_path)
+    loaded = VanillaTransformerForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert_tied(loaded)
+    for stack in (loaded.model.encoder, loaded.model.decoder):  # the table is not saved, but rebuilt
+        assert torch.equal(stack.embed_positions.pe, stack.embed_positions.create())
+    saved, again = model.state_dict(), loaded.state_dict()
+    assert saved.keys() == again.keys()
+    for name in saved:
+        assert torch.equal(saved[name], again[name]), name
+    with torch.no_grad():
+        after = loaded(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+    assert torch.equal(before, after)
+
+
+def test_embeddings_and_output_projection_are_tied(tmp_path) -> None:
+    model = build(tiny_config())
+    assert_tied(model)
+    with torch.no_grad():
+        model.model.shared.weight[5] += 1.0
+    assert torch.equal(model.lm_head.weight[5], model.model.shared.weight[5])
+
+    resized = model.resize_token_embeddings(80)
+    assert resized.weight.shape == (80, 32) and model.config.vocab_size == 80
+    assert model.lm_head.weight.shape == (80, 32)
+    assert_tied(model)
+    logits = model(input_ids=torch.tensor([[79, 3]]), decoder_input_ids=torch.tensor([[1, 79]])).logits
+    assert logits.shape == (1, 2, 80)
+
+    model.save_pretrained(tmp_path)
+    loaded = VanillaTransformerForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.config.vocab_size == 80
+    assert_tied(loaded)
+
+
+def test_untied_output_projection_when_asked() -> None:
+    model = build(tiny_config(tie_word_embeddings=False))
+    assert model.lm_head.weight.data_ptr() != model.model.shared.weight.data_ptr()
+    assert not torch.equal(model.lm_head.weight, model.model.shared.weight)
+
+
+def test_auto_classes_resolve(tmp_path) -> None:
+    fields = {k: v for k, v in tiny_config().to_dict().items() if k != "model_type"}
+    config = AutoConfig.for_model("vanilla_transformer", **fields)
+    assert type(AutoModel.from_config(config)) is VanillaTransformerModel
+    assert type(AutoModelForSeq2SeqLM.from_config(config)) is VanillaTransformerForConditionalGeneration
+
+    model = build(tiny_config())
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auto_map"] == {
+        "AutoConfig": "configuration_vanilla_transformer.VanillaTransformerConfig",
+        "AutoModel": "modeling_vanilla_transformer.VanillaTransformerModel",
+        "AutoModelForSeq2SeqLM": "modeling_vanilla_transformer.VanillaTransformerForConditionalGeneration",
+    }
+    assert (tmp_path / "modeling_vanilla_transformer.py").is_file()
+    assert (tmp_path / "configuration_vanilla_transformer.py").is_file()
+
+    seq2seq = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert type(seq2seq) is VanillaTransformerForConditionalGeneration
+    base = AutoModel.from_pretrained(tmp_path).eval()  # the base model out of the seq2seq checkpoint
+    assert type(base) is VanillaTransformerModel
+    input_ids, decoder_input_ids = random_batch(model.config)
+    with torch.no_grad():
+        want = model.model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).last_hidden_state
+        got = base(input_ids=input_ids, decoder_input_ids=decoder_input_ids).last_hidden_state
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
