@@ -1,0 +1,541 @@
+"""The steps of `train.py`: arguments, output directory, data, tokenizer, model, trainer, evaluation, saving.
+
+Not shipped to the Hub (the shipped files never import this module). Each step checks its input and raises a
+clear error before any training starts. The recipe is the paper's (Section 5): Adam with beta = (0.9, 0.98) and
+eps = 1e-9, linear warm-up then inverse-square-root decay with peak lr = d_model^-0.5 * warmup^-0.5, label
+smoothing 0.1, dropout from the model config, beam search with 4 beams and length penalty 0.6.
+"""
+
+import logging
+import math
+import os
+import time
+
+import datasets
+import sacrebleu
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.trainer_utils import EvalPrediction, IntervalStrategy, get_last_checkpoint
+
+from .config_file import ConfigError, DataSection, RunConfig
+from .data import (
+    DataError,
+    TokenBudgetBatchSampler,
+    hub_split_to_dataset,
+    load_local_split,
+    number_words_splits,
+)
+from .safety import NonFiniteLossGuard, atomic_write_text, last_complete_checkpoint, set_aside_incomplete_checkpoints
+from .tokenizer import train_joint_bpe
+
+logger = logging.getLogger(__name__)
+
+RUN_CONFIG_FILE = "run_config.yaml"
+# Sections of the run config that define "the same run": resuming with different ones is refused.
+RUN_IDENTITY = ("model", "data", "tokenizer")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Training arguments (the paper's optimiser and schedule) and the process-group check
+# ---------------------------------------------------------------------------------------------------------
+def paper_learning_rate(d_model: int, warmup_steps: int) -> float:
+    """Peak of the paper's schedule lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), at step = warmup."""
+    return d_model**-0.5 * max(warmup_steps, 1) ** -0.5
+
+
+def build_training_args(config: RunConfig) -> Seq2SeqTrainingArguments:
+    """Map the run config onto `Seq2SeqTrainingArguments`, then refuse a broken process group.
+
+    The learning rate is filled in by `set_learning_rate` once the model (and so d_model) is known.
+
+    Raises:
+        RuntimeError: WORLD_SIZE > 1 but the processes did not join one group (each would train alone).
+    """
+    train, gen = config.training, config.generation
+    if train.num_threads:
+        torch.set_num_threads(train.num_threads)
+    has_eval = bool(config.data.quickstart or config.data.validation_file or config.data.dataset)
+    evaluate_during_training = has_eval and train.eval_steps is not None
+    if train.precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"`training.precision` must be 'no', 'bf16' or 'fp16', got {train.precision!r}.")
+    args = Seq2SeqTrainingArguments(
+        output_dir=config.output_dir,
+        use_cpu=not torch.cuda.is_available(),
+        seed=train.seed,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        max_steps=train.max_steps,
+        num_train_epochs=train.num_epochs,
+        learning_rate=train.learning_rate or 1e-3,  # replaced by set_learning_rate
+        lr_scheduler_type="inverse_sqrt",
+        warmup_steps=train.warmup_steps,
+        optim="adamw_torch",
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        logging_steps=train.logging_steps,
+        eval_strategy="steps" if evaluate_during_training else "no",
+        eval_steps=train.eval_steps if evaluate_during_training else None,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=evaluate_during_training,
+        metric_for_best_model="bleu" if evaluate_during_training else None,
+        greater_is_better=True,
+        predict_with_generate=True,
+        generation_num_beams=gen.num_beams,
+        bf16=train.precision == "bf16",
+        fp16=train.precision == "fp16",
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    check_process_group(args)
+    return args
+
+
+def check_process_group(args: TrainingArguments) -> None:
+    """Raise when launched as several processes (WORLD_SIZE > 1) that do not form one process group."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size != launched:
+        raise RuntimeError(
+            f"Launched as {launched} processes (WORLD_SIZE={launched}) but this process sees a group of "
+            f"{args.world_size}: every process would train alone on the same data. On CPU launch with "
+            "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ...` or "
+            "`torchrun --standalone --nproc_per_node N train.py ...`."
+        )
+
+
+def set_learning_rate(args: TrainingArguments, config: RunConfig, model: PreTrainedModel) -> float:
+    """Use `training.learning_rate`, or the paper's peak d_model^-0.5 * warmup^-0.5; returns the value."""
+    d_model = getattr(model.config, "d_model", None) or model.config.hidden_size
+    lr = config.training.learning_rate or paper_learning_rate(d_model, config.training.warmup_steps)
+    args.learning_rate = lr
+    return lr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. The output directory: never mix two runs
+# ---------------------------------------------------------------------------------------------------------
+def prepare_output_dir(config: RunConfig, args: TrainingArguments) -> str | None:
+    """Check the output directory and return the checkpoint to resume from (None: start fresh).
+
+    Raises:
+        ConfigError: it holds checkpoints and `resume` is not set (nor `overwrite_output_dir`), or `resume` is set
+            but the checkpoints belong to a run with another model/data/tokenizer configuration.
+    """
+    out = config.output_dir
+    last = get_last_checkpoint(out) if os.path.isdir(out) else None
+    identity = {key: config.to_dict()[key] for key in RUN_IDENTITY}
+    saved_path = os.path.join(out, RUN_CONFIG_FILE)
+    if last is not None and not config.resume and not config.overwrite_output_dir:
+        raise ConfigError(
+            f"The output directory {out} already holds checkpoints of another run ({os.path.basename(last)}). "
+            "Set `resume=true` (or --resume) to continue it, `overwrite_output_dir=true` to start over in it, or "
+            "choose another `output_dir`."
+        )
+    if last is not None and config.resume and os.path.isfile(saved_path):
+        with open(saved_path, encoding="utf-8") as handle:
+            saved = yaml.safe_load(handle) or {}
+        differing = [key for key in RUN_IDENTITY if saved.get(key) != identity[key]]
+        if differing:
+            raise ConfigError(
+                f"Can't resume in {out}: its checkpoints come from a run with a different "
+                f"{' / '.join(differing)} section. Use the same config, or another `output_dir`."
+            )
+    if args.process_index == 0:
+        os.makedirs(out, exist_ok=True)
+        set_aside_incomplete_checkpoints(out)  # a kill during a save leaves a half-written checkpoint-N behind
+        atomic_write_text(saved_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if last is not None and config.resume:
+        last = last_complete_checkpoint(out)  # get_last_checkpoint would return a half-written one
+        logger.info("Resuming from %s", last or "scratch (no complete checkpoint)")
+        return last
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Data
+# ---------------------------------------------------------------------------------------------------------
+def load_splits(data: DataSection, seed: int) -> dict[str, datasets.Dataset]:
+    """Load the train/validation/test splits as Datasets with `source` and `target` strings.
+
+    Raises:
+        DataError: missing/unreadable/empty files, unequal parallel files, missing columns or language keys.
+    """
+    sources = [name for name in ("quickstart", "dataset", "train_file") if getattr(data, name)]
+    if len(sources) != 1:
+        raise ConfigError(
+            "Give exactly one data source in the `data` section: `quickstart`, `dataset` (Hub) or `train_file` "
+            f"(local); got {sources or 'none'}."
+        )
+    if data.source_lang == data.target_lang:
+        raise ConfigError(f"`data.source_lang` and `data.target_lang` are both {data.source_lang!r}.")
+    if data.quickstart is not None:
+        allowed = {"max_number", "train_size", "validation_size", "test_size"}
+        unknown = set(data.quickstart) - allowed
+        if unknown:
+            raise ConfigError(f"Unknown key(s) {sorted(unknown)} in `data.quickstart`; valid: {sorted(allowed)}.")
+        if (data.source_lang, data.target_lang) != ("de", "en"):
+            raise ConfigError("The quickstart task translates German number words into English: use de -> en.")
+        splits = number_words_splits(seed=seed, **data.quickstart)
+    elif data.dataset is not None:
+        loaded = datasets.load_dataset(data.dataset, data.dataset_config)
+        if "train" not in loaded:
+            raise DataError(f"Dataset {data.dataset} has no 'train' split; splits are {list(loaded)}.")
+        splits = {
+            split: hub_split_to_dataset(
+                loaded[split], f"{split} split of {data.dataset}", data.source_lang, data.target_lang, data.empty_lines
+            )
+            for split in ("train", "validation", "test")
+            if split in loaded
+        }
+    else:
+        files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
+        splits = {
+            split: load_local_split(path, data.source_lang, data.target_lang, data.empty_lines)
+            for split, path in files.items()
+            if path
+        }
+    if data.max_train_samples:
+        splits["train"] = splits["train"].select(range(min(data.max_train_samples, len(splits["train"]))))
+    if data.max_eval_samples and "validation" in splits:
+        splits["validation"] = splits["validation"].select(
+            range(min(data.max_eval_samples, len(splits["validation"])))
+        )
+    return splits
+
+
+def tokenize_splits(
+    raw: dict[str, datasets.Dataset], tokenizer: PreTrainedTokenizerBase, data: DataSection
+) -> dict[str, datasets.Dataset]:
+    """Tokenize every split into `input_ids`, `attention_mask` and `labels` (each ending in `</s>`)."""
+
+    def encode(batch: dict) -> dict:
+        encoded = tokenizer(batch["source"], max_length=data.max_source_length, truncation=True)
+        targets = tokenizer(text_target=batch["target"], max_length=data.max_target_length, truncation=True)
+        encoded["labels"] = targets["input_ids"]
+        return encoded
+
+    return {
+        split: dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split}")
+        for split, dataset in raw.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Tokenizer and model
+# ---------------------------------------------------------------------------------------------------------
+def build_tokenizer(config: RunConfig, args: TrainingArguments, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+    """Load the given tokenizer, or the one this run saved, or train a joint BPE on the training text.
+
+    The main process trains and saves it into the output directory first; the others then load that copy.
+    """
+    if config.tokenizer.name_or_path:
+        return AutoTokenizer.from_pretrained(config.tokenizer.name_or_path)
+    with args.main_process_first(desc="training the BPE tokenizer"):
+        saved = os.path.join(config.output_dir, "tokenizer.json")
+        if os.path.isfile(saved) and (config.resume or args.process_index > 0):
+            return AutoTokenizer.from_pretrained(config.output_dir)
+        tokenizer = train_joint_bpe(
+            list(train["source"]) + list(train["target"]),
+            vocab_size=config.tokenizer.vocab_size,
+            min_frequency=config.tokenizer.min_frequency,
+        )
+        if args.process_index == 0:
+            tokenizer.save_pretrained(config.output_dir)
+    return tokenizer
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """The model config's special ids taken from the tokenizer; the decoder starts with bos (else pad)."""
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ConfigError("The tokenizer needs a pad and an eos token for translation training.")
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id
+    return {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": start,
+        "eos_token_id": tokenizer.eos_token_id,
+        "decoder_start_token_id": start,
+    }
+
+
+def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """`AutoModelForSeq2SeqLM` from `model.config` (any registered seq2seq type) or from `model.name_or_path`.
+
+    Vocabulary size and special token ids come from the tokenizer; the generation config gets the paper's beam
+    search. Label smoothing goes into the model config when the model has that field (its loss honours the
+    token count of the whole batch), otherwise Trainer applies it (see `build_trainer`).
+
+    Raises:
+        ConfigError: unknown model type or config field, or ids that contradict the tokenizer.
+    """
+    ids = special_token_ids(tokenizer)
+    if config.model.name_or_path:
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            config.model.name_or_path, trust_remote_code=config.model.trust_remote_code
+        )
+        if model.config.vocab_size < len(tokenizer):
+            raise ConfigError(
+                f"The tokenizer has {len(tokenizer)} tokens but {config.model.name_or_path} only "
+                f"{model.config.vocab_size} embeddings."
+            )
+    else:
+        try:
+            defaults = AutoConfig.for_model(config.model.model_type)
+        except ValueError as error:
+            raise ConfigError(f"`model.model_type`: {error}") from error
+        known = set(defaults.to_dict()) | set(getattr(defaults, "attribute_map", {}))
+        unknown = sorted(set(config.model.config) - known)
+        if unknown:
+            raise ConfigError(f"Unknown field(s) {unknown} for a {config.model.model_type} config.")
+        for key, value in ids.items():
+            if config.model.config.get(key, value) != value:
+                raise ConfigError(
+                    f"`model.config.{key}` is {config.model.config[key]} but the tokenizer's id is {value}; leave "
+                    "the special ids out of the config (they are taken from the tokenizer)."
+                )
+        fields = {**config.model.config, **ids, "vocab_size": len(tokenizer)}
+        if "label_smoothing" in defaults.to_dict():
+            if fields.get("label_smoothing", config.training.label_smoothing) != config.training.label_smoothing:
+                raise ConfigError("Set label smoothing once, as `training.label_smoothing` (not `model.config`).")
+            fields["label_smoothing"] = config.training.label_smoothing
+        model_config = AutoConfig.for_model(config.model.model_type, **fields)
+        model = AutoModelForSeq2SeqLM.from_config(model_config)
+    for key, value in ids.items():
+        if getattr(model.config, key, value) != value:
+            raise ConfigError(f"The model's {key} is {getattr(model.config, key)}, the tokenizer's is {value}.")
+    gen = model.generation_config
+    gen.num_beams = config.generation.num_beams
+    gen.max_new_tokens = None  # expressed as max_length (decoder start + new tokens): one length setting, no clash
+    gen.max_length = config.generation.max_new_tokens + 1
+    if gen.num_beams > 1:
+        gen.length_penalty = config.generation.length_penalty
+        gen.early_stopping = True
+    else:  # beam-only settings on a greedy config make `GenerationConfig.validate` refuse to save it
+        gen.length_penalty, gen.early_stopping = 1.0, False
+    gen.pad_token_id, gen.eos_token_id = ids["pad_token_id"], ids["eos_token_id"]
+    gen.bos_token_id, gen.decoder_start_token_id = ids["bos_token_id"], ids["decoder_start_token_id"]
+    if getattr(gen, "forced_eos_token_id", None) is not None:  # Marian's default forces its own eos id
+        gen.forced_eos_token_id = model.config.forced_eos_token_id = ids["eos_token_id"]
+    return model
+
+
+def check_lengths(model: PreTrainedModel, data: DataSection, max_new_tokens: int) -> None:
+    """Refuse source/target lengths the model's position table can't hold."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    for name, value in (
+        ("data.max_source_length", data.max_source_length),
+        ("data.max_target_length", data.max_target_length),
+        ("generation.max_new_tokens", max_new_tokens + 1),
+    ):
+        if limit is not None and value > limit:
+            raise ConfigError(f"`{name}` ({value}) exceeds the model's max_position_embeddings ({limit}).")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Trainer: token-budget batches, exact metrics under several processes, callbacks
+# ---------------------------------------------------------------------------------------------------------
+class TranslationTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` with optional token-budget batches and duplicate-free evaluation under several processes.
+
+    Args:
+        train_batch_sampler: a `TokenBudgetBatchSampler` over the training set, or None for fixed-size batches.
+    """
+
+    def __init__(
+        self, *args: object, train_batch_sampler: TokenBudgetBatchSampler | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_batch_sampler = train_batch_sampler
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Fixed-size batches (Trainer's), or the token-budget batches dealt round-robin to the processes."""
+        if self.train_batch_sampler is None:
+            return super().get_train_dataloader()
+        dataset = self._remove_unused_columns(self.train_dataset, description="training")
+        loader = DataLoader(
+            dataset,
+            batch_sampler=self.train_batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def evaluation_loop(self, *args: object, **kwargs: object) -> object:
+        """Gather with `gather_for_metrics`, which drops the rows accelerate repeats to even out the processes.
+
+        (`Seq2SeqTrainer.evaluate` switches to plain `gather`, which keeps them and skews BLEU.)
+        """
+        self.gather_function = self.accelerator.gather_for_metrics
+        return super().evaluation_loop(*args, **kwargs)
+
+
+class EpochCallback(TrainerCallback):
+    """Tell the token-budget sampler the epoch, also after a resume (accelerate's skip wrapper hides it)."""
+
+    def __init__(self, sampler: TokenBudgetBatchSampler) -> None:
+        self.sampler = sampler
+
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
+        self.sampler.set_epoch(math.floor((state.epoch or 0.0) + 1e-9))
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stop training cleanly (then evaluate and save) after `minutes` of training."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60.0
+        self.start = time.monotonic()
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
+        self.start = time.monotonic()
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> TrainerControl:
+        stop = time.monotonic() - self.start > self.seconds
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # all ranks stop at one step
+            flag = torch.tensor(float(stop), device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            logger.warning("training.max_train_minutes reached at step %d: stopping.", state.global_step)
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = args.eval_strategy != "no"  # so the best-by-BLEU choice sees the last state
+        return control
+
+
+def build_callbacks(config: RunConfig, sampler: TokenBudgetBatchSampler | None) -> list[TrainerCallback]:
+    """All callbacks of a run, in one place (extend this list to add more)."""
+    callbacks: list[TrainerCallback] = [NonFiniteLossGuard(config.training.on_nonfinite_loss)]
+    if sampler is not None:
+        callbacks.append(EpochCallback(sampler))
+    if config.training.max_train_minutes:
+        callbacks.append(TimeLimitCallback(config.training.max_train_minutes))
+    return callbacks
+
+
+def decode(tokenizer: PreTrainedTokenizerBase, ids: object) -> list[str]:
+    """(N, L) generated or label ids, padded with -100 or pad, -> N strings without special tokens."""
+    ids = torch.as_tensor(ids)
+    ids = ids.masked_fill(ids < 0, tokenizer.pad_token_id)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu defaults: 13a tokenisation, cased) and exact-match %, over N pairs."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} translations for {len(references)} references.")
+    return {
+        "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
+        "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
+        "exact_match": 100.0
+        * sum(h == r for h, r in zip(hypotheses, references, strict=True))
+        / max(len(references), 1),
+        "n": float(len(references)),
+    }
+
+
+def build_trainer(
+    config: RunConfig,
+    args: Seq2SeqTrainingArguments,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: dict[str, datasets.Dataset],
+) -> TranslationTrainer:
+    """The trainer with the collator (decoder inputs from labels), metrics, batching and callbacks."""
+    if "validation" not in data and args.eval_strategy != "no":  # e.g. a Hub dataset without a validation split
+        logger.warning("No validation split: no evaluation during training, the last checkpoint is final.")
+        args.eval_strategy, args.load_best_model_at_end, args.metric_for_best_model = IntervalStrategy.NO, False, None
+    if "label_smoothing" not in model.config.to_dict():
+        args.label_smoothing_factor = config.training.label_smoothing  # Trainer's smoother honours the token count
+    sampler = None
+    if config.training.max_tokens:
+        train = data["train"]
+        sampler = TokenBudgetBatchSampler(
+            [len(ids) for ids in train["input_ids"]],
+            [len(ids) for ids in train["labels"]],
+            max_tokens=config.training.max_tokens,
+            multiple_of=args.world_size * args.gradient_accumulation_steps,
+            seed=args.seed,
+        )
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        return score(decode(tokenizer, prediction.predictions), decode(tokenizer, prediction.label_ids))
+
+    return TranslationTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("validation") if args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        compute_metrics=compute_metrics,
+        callbacks=build_callbacks(config, sampler),
+        train_batch_sampler=sampler,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. Final evaluation
+# ---------------------------------------------------------------------------------------------------------
+def final_evaluation(
+    trainer: TranslationTrainer,
+    raw: dict[str, datasets.Dataset],
+    data: dict[str, datasets.Dataset],
+    num_samples: int,
+) -> dict:
+    """Translate the test split (else validation) with beam search and score against the raw references.
+
+    Returns:
+        {"split", "bleu", "chrf", "exact_match", "n", "samples": [(source, reference, translation), ...]}.
+    """
+    split = "test" if "test" in data else "validation" if "validation" in data else None
+    if split is None:
+        return {}
+    output = trainer.predict(data[split], metric_key_prefix=split)
+    hypotheses = decode(trainer.processing_class, output.predictions)
+    references = list(raw[split]["target"])
+    scores = score(hypotheses, references)
+    sources = list(raw[split]["source"])
+    samples = [(sources[i], references[i], hypotheses[i]) for i in range(min(num_samples, len(references)))]
+    return {"split": split, **scores, "samples": samples}
+
+
+def report(results: dict) -> str:
+    """Human-readable scores and sample translations."""
+    if not results:
+        return "No validation or test split: nothing to evaluate."
+    lines = [
+        f"{results['split']} ({int(results['n'])} sentences): BLEU {results['bleu']:.2f}  chrF {results['chrf']:.2f}"
+        f"  exact match {results['exact_match']:.1f}%",
+        "Sample translations:",
+    ]
+    for source, reference, hypothesis in results["samples"]:
+        lines += [f"  source:      {source}", f"  reference:   {reference}", f"  translation: {hypothesis}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Checkpoint averaging (paper Section 6.1): the command writes a loadable model whose weights are the mean."""
+
+import pytest
+import torch
+from conftest import tiny_config
+from transformers import AutoModelForSeq2SeqLM
+
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.average import average_checkpoints, last_checkpoints, main
+
+
+def save_checkpoint(folder, seed):
+    torch.manual_seed(seed)
+    model = VanillaTransformerForConditionalGeneration(tiny_config())
+    model.save_pretrained(str(folder))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_last_checkpoints_sorted_by_step(tmp_path):
+    for step in (9, 10, 100, 20):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [p.rsplit("-", 1)[1] for p in last_checkpoints(str(tmp_path), 3)] == ["10", "20", "100"]
+    with pytest.raises(ValueError, match="has 4 checkpoint"):
+        last_checkpoints(str(tmp_path), 5)
+
+
+def test_identical_checkpoints_average_to_the_same_weights(tmp_path):
+    weights = save_checkpoint(tmp_path / "checkpoint-1", seed=0)
+    save_checkpoint(tmp_path / "checkpoint-2", seed=0)
+    save_checkpoint(tmp_path / "checkpoint-3", seed=0)
+    average_checkpoints(last_checkpoints(str(tmp_path), 3), str(tmp_path / "avg"))
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "avg")).state_dict()
+    for key, value in weights.items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)
+
+
+def test_two_checkpoints_average_to_their_mean_and_stay_tied(tmp_path):
+    a = save_checkpoint(tmp_path / "checkpoint-5", seed=1)
+    b = save_checkpoint(tmp_path / "checkpoint-10", seed=2)
+    main([str(tmp_path), "--last", "2", "--output", str(tmp_path / "avg")])
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "avg"))
+    loaded = model.state_dict()
+    for key in a:
+        if a[key].is_floating_point() and not torch.equal(a[key], b[key]):
+            torch.testing.assert_close(loaded[key], (a[key] + b[key]) / 2)
+    assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()
+    torch.testing.assert_close(model.model.shared.weight, (a["model.shared.weight"] + b["model.shared.weight"]) / 2)
+    ids = torch.tensor([[5, 6, 7, 2]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, decoder_input_ids=ids).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_mismatched_checkpoints_are_refused(tmp_path):
+    save_checkpoint(tmp_path / "checkpoint-1", seed=0)
+    torch.manual_seed(0)
+    VanillaTransformerForConditionalGeneration(tiny_config(d_model=16)).save_pretrained(str(tmp_path / "checkpoint-2"))
+    with pytest.raises(ValueError, match=r"` is \(16,\) in .*checkpoint-2 but \(32,\)"):
+        average_checkpoints(last_checkpoints(str(tmp_path), 2), str(tmp_path / "avg"))

@@ -1,0 +1,216 @@
+"""Data loading, checking and token-budget batching (vanilla_transformer.data)."""
+
+import json
+import random
+
+import datasets
+import pytest
+from accelerate.data_loader import BatchSamplerShard
+
+from vanilla_transformer.data import (
+    DataError,
+    TokenBudgetBatchSampler,
+    hub_split_to_dataset,
+    load_local_split,
+    number_words_splits,
+)
+
+PAIRS = [("ein Hund", "a dog"), ("zwei Katzen", "two cats"), ("drei Vögel", "three birds")]
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formats
+# ---------------------------------------------------------------------------------------------------------
+def test_jsonl_translation_rows_and_flat_rows(tmp_path):
+    nested = write(
+        tmp_path / "a.jsonl", "".join(json.dumps({"translation": {"de": s, "en": t}}) + "\n" for s, t in PAIRS)
+    )
+    flat = write(
+        tmp_path / "b.jsonl", "".join(json.dumps({"de": s, "en": t, "id": i}) + "\n" for i, (s, t) in enumerate(PAIRS))
+    )
+    for path in (nested, flat):
+        data = load_local_split(path, "de", "en", "error")
+        assert list(zip(data["source"], data["target"], strict=True)) == PAIRS
+
+
+def test_reverse_direction_swaps_columns(tmp_path):
+    path = write(tmp_path / "a.jsonl", "".join(json.dumps({"de": s, "en": t}) + "\n" for s, t in PAIRS))
+    data = load_local_split(path, "en", "de", "error")
+    assert list(data["source"]) == [t for _, t in PAIRS] and list(data["target"]) == [s for s, _ in PAIRS]
+
+
+def test_tsv_with_header(tmp_path):
+    path = write(tmp_path / "a.tsv", "en\tde\n" + "".join(f"{t}\t{s}\n" for s, t in PAIRS))
+    data = load_local_split(path, "de", "en", "error")
+    assert list(zip(data["source"], data["target"], strict=True)) == PAIRS
+
+
+def test_parallel_plain_text_by_prefix(tmp_path):
+    write(tmp_path / "train.de", "\n".join(s for s, _ in PAIRS) + "\n")
+    write(tmp_path / "train.en", "\n".join(t for _, t in PAIRS) + "\n")
+    data = load_local_split(str(tmp_path / "train"), "de", "en", "error")
+    assert list(zip(data["source"], data["target"], strict=True)) == PAIRS
+
+
+def test_hub_style_split_with_translation_column():
+    split = datasets.Dataset.from_dict({"translation": [{"de": s, "en": t} for s, t in PAIRS]})
+    data = hub_split_to_dataset(split, "train split of x", "de", "en", "error")
+    assert list(zip(data["source"], data["target"], strict=True)) == PAIRS
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad files: each error names the file and the problem
+# ---------------------------------------------------------------------------------------------------------
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"not found: .*nope\.jsonl"):
+        load_local_split(str(tmp_path / "nope.jsonl"), "de", "en", "error")
+    with pytest.raises(DataError, match=r"not found.*train\.de"):
+        load_local_split(str(tmp_path / "train"), "de", "en", "error")
+
+
+def test_unreadable_files(tmp_path):
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(DataError, match="not a file"):
+        load_local_split(str(tmp_path / "dir.jsonl"), "de", "en", "error")
+    (tmp_path / "bad.tsv").write_bytes(b"de\ten\n\xff\xfe\tx\n")
+    with pytest.raises(DataError, match=r"bad\.tsv is not valid UTF-8|not valid UTF-8: .*bad\.tsv"):
+        load_local_split(str(tmp_path / "bad.tsv"), "de", "en", "error")
+    write(tmp_path / "bad.jsonl", '{"de": "a", "en": "b"}\n{"de": "a", \n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: invalid JSON"):
+        load_local_split(str(tmp_path / "bad.jsonl"), "de", "en", "error")
+
+
+def test_unequal_line_counts(tmp_path):
+    write(tmp_path / "t.de", "a\nb\nc\n")
+    write(tmp_path / "t.en", "a\nb\n")
+    with pytest.raises(DataError, match=r"different line counts: .*t\.de has 3 lines, .*t\.en has 2"):
+        load_local_split(str(tmp_path / "t"), "de", "en", "error")
+
+
+def test_empty_lines_policy(tmp_path):
+    write(tmp_path / "t.de", "a\n\nc\n")
+    write(tmp_path / "t.en", "x\ny\nz\n")
+    with pytest.raises(DataError, match=r"t\.en:2: empty source sentence.*empty_lines: skip"):
+        load_local_split(str(tmp_path / "t"), "de", "en", "error")
+    data = load_local_split(str(tmp_path / "t"), "de", "en", "skip")
+    assert list(zip(data["source"], data["target"], strict=True)) == [("a", "x"), ("c", "z")]
+    with pytest.raises(DataError, match="must be one of"):
+        load_local_split(str(tmp_path / "t"), "de", "en", "drop")
+
+
+def test_empty_files(tmp_path):
+    write(tmp_path / "e.de", "")
+    write(tmp_path / "e.en", "")
+    with pytest.raises(DataError, match="has no examples"):
+        load_local_split(str(tmp_path / "e"), "de", "en", "error")
+    write(tmp_path / "e.tsv", "")
+    with pytest.raises(DataError, match=r"empty: .*e\.tsv"):
+        load_local_split(str(tmp_path / "e.tsv"), "de", "en", "error")
+
+
+def test_missing_language_keys_and_columns(tmp_path):
+    path = write(tmp_path / "a.jsonl", json.dumps({"translation": {"de": "a", "fr": "b"}}) + "\n")
+    with pytest.raises(DataError, match=r"a\.jsonl:1: missing language key\(s\) \['en'\]"):
+        load_local_split(path, "de", "en", "error")
+    path = write(tmp_path / "a.tsv", "de\tfr\na\tb\n")
+    with pytest.raises(DataError, match=r"no column\(s\) \['en'\]"):
+        load_local_split(path, "de", "en", "error")
+    split = datasets.Dataset.from_dict({"text": ["a"], "label": [1]})
+    with pytest.raises(DataError, match=r"no `translation` column and no columns 'de'/'en'; columns are"):
+        hub_split_to_dataset(split, "train split of x", "de", "en", "error")
+    path = write(tmp_path / "n.jsonl", json.dumps({"de": "a", "en": 3}) + "\n")
+    with pytest.raises(DataError, match="target is a int, not a string"):
+        load_local_split(path, "de", "en", "error")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The quick-start task
+# ---------------------------------------------------------------------------------------------------------
+def test_quickstart_splits_hold_out_numbers():
+    splits = number_words_splits(max_number=999, train_size=300, validation_size=50, test_size=50, seed=3)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 300, "validation": 50, "test": 50}
+    sources = {k: set(v["source"]) for k, v in splits.items()}
+    assert not sources["train"] & sources["test"] and not sources["train"] & sources["validation"]
+    row = dict(zip(splits["train"]["source"], splits["train"]["target"], strict=True))
+    from num2words import num2words
+
+    expected = {num2words(n, lang="de"): num2words(n, lang="en") for n in range(1000)}
+    assert all(expected[source] == target for source, target in row.items())
+    assert expected["dreihundertvierundzwanzig"] == "three hundred and twenty-four"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Token-budget batching
+# ---------------------------------------------------------------------------------------------------------
+def random_lengths(n, seed):
+    rng = random.Random(seed)
+    return [rng.randint(1, 40) for _ in range(n)], [rng.randint(1, 50) for _ in range(n)]
+
+
+@pytest.mark.parametrize("max_tokens", [50, 200, 1000])
+def test_token_budget_respected_and_every_example_once_per_epoch(max_tokens):
+    src, tgt = random_lengths(500, seed=max_tokens)
+    sampler = TokenBudgetBatchSampler(src, tgt, max_tokens=max_tokens, seed=0)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        for batch in batches:
+            assert batch and len(batch) * max(src[i] for i in batch) <= max_tokens
+            assert len(batch) * max(tgt[i] for i in batch) <= max_tokens
+        assert sorted(i for b in batches for i in b) == list(range(500))
+    # sorting by length keeps padding low: most batches are well filled
+    fill = [len(b) * max(max(src[i], tgt[i]) for i in b) / max_tokens for b in batches]
+    assert sum(fill) / len(fill) > 0.7
+
+
+def test_token_budget_order_shuffled_per_epoch_and_reproducible():
+    src, tgt = random_lengths(300, seed=1)
+    a = TokenBudgetBatchSampler(src, tgt, max_tokens=200, seed=5)
+    b = TokenBudgetBatchSampler(src, tgt, max_tokens=200, seed=5)
+    a.set_epoch(0)
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first  # a new order each epoch ...
+    b.set_epoch(0)
+    assert list(b) == first  # ... the same order for the same seed and epoch (resume)
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_token_budget_under_several_processes(processes):
+    """accelerate deals whole batches round-robin: each process gets as many, each example appears once."""
+    src, tgt = random_lengths(301, seed=processes)
+    sampler = TokenBudgetBatchSampler(src, tgt, max_tokens=150, multiple_of=processes, seed=0)
+    assert len(sampler) % processes == 0
+    shards = [list(BatchSamplerShard(sampler, processes, rank, even_batches=True)) for rank in range(processes)]
+    assert len({len(s) for s in shards}) == 1
+    seen = [i for shard in shards for batch in shard for i in batch]
+    assert sorted(seen) == list(range(301))
+    for shard in shards:
+        for batch in shard:
+            assert len(batch) * max(max(src[i], tgt[i]) for i in batch) <= 150
+
+
+def test_token_budget_rejects_examples_longer_than_budget():
+    with pytest.raises(ValueError, match=r"`max_tokens` \(10\) is smaller than the longest example \(12 tokens\)"):
+        TokenBudgetBatchSampler([3, 12], [4, 5], max_tokens=10)
+
+
+def test_dataset_loaded_by_name_like_wmt(tmp_path):
+    """`data.dataset` goes through `datasets.load_dataset` (offline here: a local dataset folder, wmt-style rows)."""
+    from vanilla_transformer.config_file import DataSection
+    from vanilla_transformer.training import load_splits
+
+    for split, rows in (("train", PAIRS), ("validation", PAIRS[:2]), ("test", PAIRS[2:])):
+        lines = [json.dumps({"translation": {"de": s, "en": t}}) for s, t in rows]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    splits = load_splits(DataSection(dataset=str(tmp_path), source_lang="en", target_lang="de"), seed=0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 3, "validation": 2, "test": 1}
+    assert list(splits["test"]["source"]) == ["three birds"] and list(splits["test"]["target"]) == ["drei Vögel"]
+    with pytest.raises(DataError, match=r"missing language key\(s\) \['fr'\]"):
+        load_splits(DataSection(dataset=str(tmp_path), source_lang="en", target_lang="fr"), seed=0)

@@ -1,0 +1,124 @@
+"""Bad input to train.py gets a clear error naming the problem, before any training starts."""
+
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+from train_helpers import ROOT, write_config
+
+from vanilla_transformer.config_file import ConfigError, parse_config
+from vanilla_transformer.data import DataError
+from vanilla_transformer.training import build_training_args, check_process_group
+
+sys.path.insert(0, ROOT)
+import train  # noqa: E402
+
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_config(str(tmp_path / "tiny.yaml"), str(tmp_path / "run"))
+
+
+def no_training_happened(tmp_path):
+    run = tmp_path / "run"
+    return not run.exists() or not any(name.startswith("checkpoint-") for name in os.listdir(run))
+
+
+def test_every_shipped_config_parses(tmp_path):
+    for name in sorted(os.listdir(os.path.join(ROOT, "configs"))):
+        config = parse_config([os.path.join(ROOT, "configs", name), f"output_dir={tmp_path}"], QUICKSTART)
+        build_training_args(config)  # Trainer accepts the combination (e.g. save steps a multiple of eval steps)
+        assert config.generation.num_beams == 4 and config.generation.length_penalty == 0.6
+        assert (config.training.adam_beta1, config.training.adam_beta2) == (0.9, 0.98)
+        assert config.training.adam_epsilon == 1e-9 and config.training.label_smoothing == 0.1
+    assert parse_config([], QUICKSTART).data.quickstart is not None  # the default
+
+
+def test_overrides_and_flags():
+    config = parse_config(["training.max_steps=7", "model.config.d_model=64", "--push_to_hub", "--resume"], QUICKSTART)
+    assert config.training.max_steps == 7 and config.model.config["d_model"] == 64
+    assert config.push_to_hub and config.resume
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  max_steps: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"Invalid YAML in .*bad\.yaml"):
+        train.main([str(path)])
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        train.main([str(path)])
+    with pytest.raises(ConfigError, match=r"Config file not found: .*missing\.yaml"):
+        train.main([str(tmp_path / "missing.yaml")])
+
+
+def test_unknown_keys_are_errors(tiny, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"Unknown config key `training\.learning_rat`\. Did you mean `learning_rate`"
+    ):
+        train.main([tiny, "training.learning_rat=0.1"])
+    with pytest.raises(ConfigError, match=r"Unknown config key `outptu_dir`\. Did you mean `output_dir`"):
+        train.main([tiny, "outptu_dir=x"])
+    with pytest.raises(ConfigError, match=r"Unknown field\(s\) \['d_modle'\] for a vanilla_transformer config"):
+        train.main([tiny, "model.config.d_modle=64"])
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['size'\] in `data\.quickstart`"):
+        train.main([tiny, "data.quickstart.size=3"])
+    with pytest.raises(ConfigError, match="Don't know what to do with argument '--max_steps'"):
+        train.main([tiny, "--max_steps", "3"])
+    assert no_training_happened(tmp_path)
+
+
+def test_mistyped_values(tiny):
+    with pytest.raises(ConfigError, match=r"`training\.max_steps` must be of type int, got 'ten'"):
+        train.main([tiny, "training.max_steps=ten"])
+    with pytest.raises(ConfigError, match=r"`training` must be a mapping"):
+        train.main([tiny, "training=3"])
+    with pytest.raises(ConfigError, match=r"`model\.config\.pad_token_id` is 5 but the tokenizer's id is 0"):
+        train.main([tiny, "model.config.pad_token_id=5"])
+    with pytest.raises(ConfigError, match="Unknown model type|Unrecognized model|`model.model_type`"):
+        train.main([tiny, "model.model_type=no_such_model"])
+
+
+def test_data_source_must_be_one(tiny, tmp_path):
+    with pytest.raises(ConfigError, match=r"exactly one data source.*got \['quickstart', 'train_file'\]"):
+        train.main([tiny, f"data.train_file={tmp_path / 'x.jsonl'}"])
+    with pytest.raises(ConfigError, match="exactly one data source.*got none"):
+        train.main([tiny, "data.quickstart=null"])
+
+
+def test_bad_data_files_fail_before_training(tiny, tmp_path):
+    base = [tiny, "data.quickstart=null"]
+    with pytest.raises(DataError, match=r"Data file not found: .*nope\.jsonl"):
+        train.main(base + [f"data.train_file={tmp_path / 'nope.jsonl'}"])
+    (tmp_path / "t.de").write_text("eins\nzwei\n")
+    (tmp_path / "t.en").write_text("one\n")
+    with pytest.raises(DataError, match=r"different line counts: .*t\.de has 2 lines, .*t\.en has 1"):
+        train.main(base + [f"data.train_file={tmp_path / 't'}"])
+    (tmp_path / "v.jsonl").write_text('{"de": "eins", "fr": "un"}\n')
+    (tmp_path / "t.en").write_text("one\ntwo\n")
+    with pytest.raises(DataError, match=r"v\.jsonl:1: missing language key\(s\) \['en'\]"):
+        train.main(base + [f"data.train_file={tmp_path / 't'}", f"data.validation_file={tmp_path / 'v.jsonl'}"])
+    assert no_training_happened(tmp_path)
+
+
+def test_output_dir_with_another_runs_checkpoints(tiny, tmp_path):
+    (tmp_path / "run" / "checkpoint-10").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"already holds checkpoints of another run \(checkpoint-10\).*resume=true"):
+        train.main([tiny])
+    # resuming a run whose saved config has another model is refused too
+    (tmp_path / "run" / "run_config.yaml").write_text("model: {model_type: marian}\n")
+    with pytest.raises(ConfigError, match=r"Can't resume in .*different model / data / tokenizer section"):
+        train.main([tiny, "--resume"])
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-10", "run_config.yaml"]
+
+
+def test_refuses_processes_that_did_not_form_one_group(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"WORLD_SIZE=2.*group of 1.*ACCELERATE_USE_CPU=1"):
+        check_process_group(SimpleNamespace(world_size=1))
+    check_process_group(SimpleNamespace(world_size=2))  # a real group of 2 is fine
+    monkeypatch.delenv("WORLD_SIZE")
+    check_process_group(SimpleNamespace(world_size=1))

@@ -1,0 +1,60 @@
+"""The paper's recipe as train.py sets it up: Adam, the warm-up + inverse-square-root schedule, beam search."""
+
+import os
+
+import pytest
+import torch
+from train_helpers import ROOT
+from transformers import get_scheduler
+
+from vanilla_transformer.config_file import parse_config
+from vanilla_transformer.training import build_training_args, paper_learning_rate
+
+BASE = os.path.join(ROOT, "configs", "base.yaml")
+
+
+def paper_schedule(step: int, d_model: int, warmup: int) -> float:
+    """Section 5.3: lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)."""
+    return d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def test_training_arguments_follow_the_paper(tmp_path):
+    config = parse_config([BASE, f"output_dir={tmp_path}"], BASE)
+    args = build_training_args(config)
+    assert (args.adam_beta1, args.adam_beta2, args.adam_epsilon) == (0.9, 0.98, 1e-9)
+    assert args.weight_decay == 0.0 and args.warmup_steps == 4000 and args.max_steps == 100000
+    assert args.lr_scheduler_type == "inverse_sqrt" and args.predict_with_generate
+    assert args.metric_for_best_model == "bleu" and args.load_best_model_at_end
+
+
+@pytest.mark.parametrize("d_model,warmup", [(512, 4000), (128, 400)])
+def test_schedule_is_the_papers(d_model, warmup):
+    peak = paper_learning_rate(d_model, warmup)
+    assert peak == pytest.approx(paper_schedule(warmup, d_model, warmup))
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = get_scheduler("inverse_sqrt", optimizer, num_warmup_steps=warmup)
+    lrs = [peak * factor for factor in (scheduler.lr_lambdas[0](s) for s in range(6 * warmup + 1))]
+    for step in (warmup // 2, warmup, 2 * warmup, 6 * warmup):
+        # Hugging Face's schedule is the paper's shifted by one step (it starts at lr 0 at step 0)
+        assert lrs[step] == pytest.approx(paper_schedule(max(step, 1), d_model, warmup), rel=2 / warmup + 1e-6)
+    assert max(lrs) == pytest.approx(peak)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_generation_config_saves_for_greedy_and_beam(tmp_path, num_beams):
+    """Beam-only settings (length penalty, early stopping) must not leak into a greedy config: it would not save."""
+    from vanilla_transformer.tokenizer import train_joint_bpe
+    from vanilla_transformer.training import build_model
+
+    quickstart = os.path.join(ROOT, "configs", "quickstart.yaml")
+    config = parse_config(
+        [quickstart, f"output_dir={tmp_path}", f"generation.num_beams={num_beams}", "model.config.d_model=32"],
+        quickstart,
+    )
+    tokenizer = train_joint_bpe(["eins zwei drei", "one two three"] * 4, vocab_size=40, min_frequency=1)
+    model = build_model(config, tokenizer)
+    model.generation_config.save_pretrained(tmp_path)  # raises if the settings contradict each other
+    gen = model.generation_config
+    assert gen.num_beams == num_beams and gen.max_length == config.generation.max_new_tokens + 1
+    if num_beams > 1:
+        assert gen.length_penalty == config.generation.length_penalty and gen.early_stopping is True

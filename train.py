@@ -1,0 +1,80 @@
+"""Train a translation model with the recipe of "Attention Is All You Need", evaluate it, save (and publish) it.
+
+    accelerate launch train.py                                   # the offline quick-start (configs/quickstart.yaml)
+    accelerate launch train.py configs/small.yaml training.max_steps=2000 --push_to_hub
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py ...   # 2 processes on CPU
+
+Works with any registered seq2seq config (`model.model_type: marian` trains a MarianMTModel with the same recipe).
+The steps live in `vanilla_transformer.training`; see the README sections "Training" and "Data formats".
+"""
+
+import os
+import sys
+import time
+
+from transformers import set_seed
+
+import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
+from vanilla_transformer.config_file import parse_config
+from vanilla_transformer.hub import card_values, fill_model_card, push_to_hub
+from vanilla_transformer.training import (
+    build_model,
+    build_tokenizer,
+    build_trainer,
+    build_training_args,
+    check_lengths,
+    final_evaluation,
+    load_splits,
+    prepare_output_dir,
+    report,
+    set_learning_rate,
+    tokenize_splits,
+)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train, evaluate and save (and push) one run; returns the final scores (`training.final_evaluation`)."""
+    config = parse_config(sys.argv[1:] if argv is None else argv, os.path.join(HERE, "configs", "quickstart.yaml"))
+    args = build_training_args(config)  # Adam(0.9, 0.98, 1e-9), inverse-sqrt warm-up; refuses a broken group
+    checkpoint = prepare_output_dir(config, args)  # refuses another run's checkpoints unless resuming
+    raw = load_splits(config.data, seed=config.training.seed)  # bad files fail here, before any training
+    tokenizer = build_tokenizer(config, args, raw["train"])  # given, or joint BPE trained on the training text
+    with args.main_process_first(desc="tokenizing"):
+        data = tokenize_splits(raw, tokenizer, config.data)
+    set_seed(config.training.seed)
+    model = build_model(config, tokenizer)
+    check_lengths(model, config.data, config.generation.max_new_tokens)
+    lr = set_learning_rate(args, config, model)
+    trainer = build_trainer(config, args, model, tokenizer, data)
+    if trainer.is_world_process_zero():
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"Training {model.config.model_type} ({n_params / 1e6:.2f}M parameters), peak lr {lr:.2e}, ", end="")
+        print(f"{len(data['train'])} training pairs, {args.world_size} process(es).", flush=True)
+
+    start = time.time()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    minutes = (time.time() - start) / 60
+    results = final_evaluation(trainer, raw, data, config.generation.num_samples)
+
+    trainer.save_model(config.output_dir)  # model + code + generation config + tokenizer (main process only)
+    if trainer.is_world_process_zero():
+        print(report(results), flush=True)
+        trainer.save_metrics("all", {k: v for k, v in results.items() if k != "samples"} | {"train_minutes": minutes})
+        training = {"steps": trainer.state.global_step, "minutes": minutes, "processes": args.world_size}
+        training["device"] = str(args.device)
+        with open(os.path.join(HERE, "model_card.md"), encoding="utf-8") as handle:
+            card = fill_model_card(handle.read(), card_values(config.to_dict(), model, results, training))
+        with open(os.path.join(config.output_dir, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(card)
+        print(f"Saved model and tokenizer to {config.output_dir}", flush=True)
+        if config.push_to_hub:
+            repo_id = config.hub_model_id or os.path.basename(os.path.normpath(config.output_dir))
+            url = push_to_hub(repo_id, trainer.model, tokenizer, card, private=config.hub_private)
+            print(f"Pushed to {url}", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
