@@ -1,0 +1,203 @@
+"""Marian -> VanillaTransformer conversion computes the same function (randomly initialised Marian, no download)."""
+
+import io
+import json
+import os
+
+import pytest
+import sentencepiece as spm
+import torch
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    BartConfig,
+    FSMTConfig,
+    FSMTForConditionalGeneration,
+    MarianConfig,
+    MarianMTModel,
+    MarianTokenizer,
+)
+
+from vanilla_transformer import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.convert import convert_marian
+from vanilla_transformer.convert import main as convert_main
+from vanilla_transformer.translate import main as translate_main
+
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")  # MarianTokenizer's hint
+
+VOCAB, PAD, EOS = 40, 39, 0  # Marian convention: eos 0, pad (= decoder start) last
+
+
+def marian(seed: int = 0, bias: bool = True, **overrides: object) -> MarianMTModel:
+    fields = dict(
+        vocab_size=VOCAB,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        pad_token_id=PAD,
+        decoder_start_token_id=PAD,
+        eos_token_id=EOS,
+        forced_eos_token_id=EOS,
+        scale_embedding=True,
+        activation_function="swish",
+        dropout=0.0,
+    )
+    fields.update(overrides)
+    torch.manual_seed(seed)
+    model = MarianMTModel(MarianConfig(**fields)).eval()
+    if bias:
+        model.final_logits_bias.normal_(0.0, 1.0)
+    return model
+
+
+def random_batch(seed: int, pad: int = PAD, batch: int = 3, src: int = 7, tgt: int = 6) -> dict[str, torch.Tensor]:
+    """Ids in [1, pad) (pad is the last id), one padded source row, and labels."""
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, pad, (batch, src), generator=gen)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, src - 3 :] = 0  # a padded source row
+    input_ids[1, src - 3 :] = pad
+    labels = torch.randint(1, pad, (batch, tgt), generator=gen)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def assert_same_function(reference: MarianMTModel, converted: VanillaTransformerForConditionalGeneration) -> None:
+    pad = reference.config.pad_token_id
+    for seed in range(2):
+        batch = random_batch(seed, pad)
+        with torch.no_grad():
+            expected = reference(**batch)
+            actual = converted(**batch)
+        torch.testing.assert_close(actual.logits, expected.logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(actual.loss, expected.loss, atol=1e-5, rtol=0)
+    source = {k: v for k, v in random_batch(7, pad).items() if k != "labels"}
+    for kwargs in ({"num_beams": 1}, {"num_beams": 3, "length_penalty": 0.6}):
+        expected = reference.generate(**source, max_new_tokens=10, **kwargs)
+        actual = converted.generate(**source, max_new_tokens=10, **kwargs)
+        assert torch.equal(actual, expected), kwargs
+
+
+SHAPES = [
+    dict(),
+    dict(d_model=24, encoder_layers=1, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=6,
+         encoder_ffn_dim=20, decoder_ffn_dim=48, activation_function="relu", scale_embedding=False),
+    dict(d_model=32, encoder_layers=3, decoder_layers=1, encoder_attention_heads=8, decoder_attention_heads=1,
+         activation_function="gelu"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["opus-like", "deep-decoder", "deep-encoder"])
+def test_converted_marian_has_same_logits_loss_and_generations(shape: dict) -> None:
+    reference = marian(**shape)
+    converted = convert_marian(reference)
+    assert converted.config.positional_encoding_layout == "concatenated"
+    assert converted.config.add_final_logits_bias
+    assert converted.config.tie_word_embeddings
+    assert converted.lm_head.weight is converted.model.shared.weight  # tied as in the paper
+    assert converted.generation_config.forced_eos_token_id == EOS
+    assert converted.generation_config.decoder_start_token_id == PAD
+    assert_same_function(reference, converted)
+
+
+def test_zero_final_logits_bias_leaves_the_option_off() -> None:
+    reference = marian(bias=False)
+    converted = convert_marian(reference)
+    assert not converted.config.add_final_logits_bias
+    assert_same_function(reference, converted)
+
+
+@pytest.mark.parametrize(
+    "share, tie", [(True, False), (False, True), (False, False)], ids=["untied-head", "separate-embeds", "all-untied"]
+)
+def test_untied_marian_variants_convert_and_survive_save_load(share: bool, tie: bool, tmp_path) -> None:
+    reference = marian(seed=3, share_encoder_decoder_embeddings=share, tie_word_embeddings=tie)
+    converted = convert_marian(reference)
+    assert not converted.config.tie_word_embeddings
+    assert_same_function(reference, converted)
+    converted.save_pretrained(tmp_path)
+    reloaded = VanillaTransformerForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert_same_function(reference, reloaded)
+
+
+def test_separate_vocabularies_of_different_sizes_are_rejected() -> None:
+    reference = marian(share_encoder_decoder_embeddings=False, decoder_vocab_size=VOCAB + 5)
+    with pytest.raises(ValueError, match="separate source and target vocabularies"):
+        convert_marian(reference)
+
+
+def test_fsmt_is_rejected_with_the_reason(tmp_path) -> None:
+    config = FSMTConfig(
+        langs=["en", "de"], src_vocab_size=30, tgt_vocab_size=30, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
+        max_position_embeddings=32,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="FSMT.*positions.*vocabularies"):
+        convert_marian(FSMTForConditionalGeneration(config))
+    config.save_pretrained(tmp_path / "fsmt")
+    with pytest.raises(ValueError, match="FSMT.*positions.*vocabularies"):
+        convert_main([str(tmp_path / "fsmt"), str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_other_models_are_rejected(tmp_path) -> None:
+    with pytest.raises(TypeError, match="MarianMTModel"):
+        convert_marian(torch.nn.Linear(2, 2))
+    BartConfig(vocab_size=VOCAB, d_model=16).save_pretrained(tmp_path / "bart")
+    with pytest.raises(ValueError, match="'bart' model; only Marian"):
+        convert_main([str(tmp_path / "bart"), str(tmp_path / "out")])
+
+
+def marian_tokenizer(folder) -> MarianTokenizer:
+    """A real (sentencepiece) MarianTokenizer trained offline on a few words: </s>=0, <unk>=1, <pad> last."""
+    words = "the house is small big red green a cat dog sees runs fast slow and or not".split()
+    lines = [" ".join(words[(7 * i + 3 * j) % len(words)] for j in range(6)) for i in range(200)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=30, character_coverage=1.0,
+        bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, minloglevel=2,
+    )  # fmt: skip
+    pieces = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = {"</s>": 0, "<unk>": 1}
+    for i in range(pieces.get_piece_size()):
+        vocab.setdefault(pieces.id_to_piece(i), len(vocab))
+    vocab["<pad>"] = len(vocab)
+    os.makedirs(folder, exist_ok=True)
+    for name in ("source.spm", "target.spm"):
+        (folder / name).write_bytes(model.getvalue())
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    return MarianTokenizer(*(str(folder / name) for name in ("source.spm", "target.spm", "vocab.json")))
+
+
+def test_commands_convert_a_local_checkpoint_then_translate_like_marian(tmp_path, capsys) -> None:
+    source, target = tmp_path / "marian", tmp_path / "converted"
+    tokenizer = marian_tokenizer(tmp_path / "spm")
+    reference = marian(seed=0, bias=False, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                       decoder_start_token_id=tokenizer.pad_token_id)  # fmt: skip
+    reference.generation_config.num_beams = 3  # a generation setting that must travel with the model
+    reference.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    convert_main([str(source), str(target)])
+    assert "Converted" in capsys.readouterr().out
+    files = set(os.listdir(target))
+    assert {"modeling_vanilla_transformer.py", "pipeline_vanilla_transformer.py", "source.spm", "vocab.json"} <= files
+    config = json.loads((target / "config.json").read_text())
+    assert config["model_type"] == "vanilla_transformer"
+    assert "vanilla-translation" in config["custom_pipelines"]
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(target).eval()
+    assert isinstance(loaded, VanillaTransformerForConditionalGeneration)
+    assert loaded.generation_config.num_beams == 3
+    assert_same_function(reference, loaded)
+
+    sentences = ["the house is small", "a red cat runs fast and not slow"]
+    expected = [
+        tokenizer.decode(reference.generate(**tokenizer(s, return_tensors="pt"), max_new_tokens=12)[0],
+                         skip_special_tokens=True)
+        for s in sentences
+    ]  # fmt: skip
+    assert all(expected)  # real text, not just special tokens
+    translate_main(["--model", str(target), "--num-beams", "3", "--max-new-tokens", "12", *sentences])
+    assert capsys.readouterr().out.splitlines() == expected
