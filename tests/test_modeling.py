@@ -451,6 +451,19 @@ def test_embeddings_and_output_projection_are_tied(tmp_path) -> None:
     assert_tied(loaded)
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_trainer_style_reload_re_ties_instead_of_reporting_missing_keys(tmp_path, tie: bool) -> None:
+    """Trainer's load_best_model_at_end loads the saved state dict non-strictly; the keys it then misses must be
+    exactly the tied copies listed in `_keys_to_ignore_on_save`, so it re-ties them instead of warning."""
+    from safetensors.torch import load_file
+
+    model = build(tiny_config(tie_word_embeddings=tie))
+    model.save_pretrained(tmp_path)
+    result = model.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False)
+    assert set(result.missing_keys) == set(model._keys_to_ignore_on_save) and not result.unexpected_keys
+    assert ("lm_head.weight" in result.missing_keys) == tie
+
+
 def test_untied_output_projection_when_asked() -> None:
     model = build(tiny_config(tie_word_embeddings=False))
     assert model.lm_head.weight.data_ptr() != model.model.shared.weight.data_ptr()

@@ -23,6 +23,7 @@ Deviations from the paper (also listed in model_card.md):
   longer than `max_position_embeddings` are rejected, although sinusoids could extrapolate.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -92,6 +93,12 @@ def _check_length(length: int, max_positions: int, name: str, cached: int | torc
             f"{name} of length {length} is longer than `max_position_embeddings` ({max_positions}); "
             "truncate the input or build the model with a larger `max_position_embeddings`."
         )
+
+
+# The name of the outputs' cache field: `cache` from transformers 5.24 on, `past_key_values` before.
+_CACHE_FIELD = next(
+    (field.name for field in dataclasses.fields(Seq2SeqLMOutput) if field.name == "cache"), "past_key_values"
+)
 
 
 def _one_cache(past_key_values: Cache | None, cache: Cache | None) -> Cache | None:
@@ -682,7 +689,7 @@ class VanillaTransformerDecoder(_StackMixin, VanillaTransformerPreTrainedModel):
 
         output = BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
+            **{_CACHE_FIELD: past_key_values if use_cache else None},
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_self) if output_attentions else None,
             cross_attentions=tuple(all_cross) if output_attentions else None,
@@ -766,7 +773,7 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         )
         output = Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
+            **{_CACHE_FIELD: decoder_outputs[_CACHE_FIELD] if _CACHE_FIELD in decoder_outputs else None},
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -846,6 +853,9 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         if config.add_final_logits_bias:
             self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         self.post_init()
+        # Tied copies are never saved. Listing them here lets Trainer's `load_best_model_at_end` re-tie them instead
+        # of warning that a checkpoint misses keys it never had.
+        self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | set(self.all_tied_weights_keys)
 
     def forward(
         self,
@@ -936,7 +946,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{_CACHE_FIELD: outputs[_CACHE_FIELD] if _CACHE_FIELD in outputs else None},
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,
