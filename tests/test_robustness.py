@@ -413,6 +413,26 @@ def test_checkpoint_of_another_depth_is_refused(model, checkpoint, overrides: di
     assert info["missing_keys"] or info["unexpected_keys"]
 
 
+def test_an_explicit_state_dict_is_taken_as_given(model) -> None:
+    """`from_pretrained(None, config=..., state_dict=...)` is the library's way to build from given weights: what the
+    dict lacks is initialised as in a fresh model (transformers' own tests load with `state_dict={}`)."""
+    torch.manual_seed(0)
+    fresh = VanillaTransformerForConditionalGeneration(model.config)
+    torch.manual_seed(0)
+    empty = VanillaTransformerForConditionalGeneration.from_pretrained(None, config=model.config, state_dict={})
+    assert not any(p.device.type == "meta" for p in empty.parameters())
+    pe = empty.model.encoder.embed_positions
+    torch.testing.assert_close(pe.pe, pe.create())  # the non-persistent sinusoid table is rebuilt
+    assert empty.lm_head.weight is empty.model.shared.weight  # tied
+    assert set(empty.state_dict()) == set(fresh.state_dict())
+    given = VanillaTransformerForConditionalGeneration.from_pretrained(
+        None, config=model.config, state_dict=model.state_dict()
+    ).eval()
+    torch.testing.assert_close(
+        given(input_ids=SRC, decoder_input_ids=TGT).logits, model(input_ids=SRC, decoder_input_ids=TGT).logits
+    )
+
+
 def test_matching_checkpoint_loads(model, checkpoint) -> None:
     loaded = VanillaTransformerForConditionalGeneration.from_pretrained(checkpoint).eval()
     torch.testing.assert_close(

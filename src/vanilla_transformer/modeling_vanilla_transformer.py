@@ -449,8 +449,10 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         - a checkpoint that lacks weights of the model, or holds weights the model lacks (another depth), is an
           error instead of a model with silently random or dropped layers; pass `output_loading_info=True` to get
           the model and the key lists anyway. Weights of another size follow `ignore_mismatched_sizes`.
+          An explicit `state_dict=` is taken as given (the library's behaviour: what it lacks is initialised).
         """
         kwargs.setdefault("use_safetensors", True)
+        explicit_state_dict = kwargs.get("state_dict") is not None
         wants_info = kwargs.get("output_loading_info", False)
         kwargs["output_loading_info"] = True
         try:
@@ -462,8 +464,8 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
                 f"The weights of {str(pretrained_model_name_or_path)!r} are not a readable safetensors file "
                 f"(corrupt or truncated: {error}); re-save or re-download the checkpoint."
             ) from error
-        if wants_info:
-            return model, info
+        if wants_info or explicit_state_dict:
+            return (model, info) if wants_info else model
         missing, unexpected = sorted(info.get("missing_keys", ())), sorted(info.get("unexpected_keys", ()))
         if missing or unexpected:
             raise RuntimeError(
