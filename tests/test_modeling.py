@@ -470,6 +470,31 @@ def test_untied_output_projection_when_asked() -> None:
     assert not torch.equal(model.lm_head.weight, model.model.shared.weight)
 
 
+@pytest.mark.parametrize("overrides", [dict(tie_word_embeddings=False), dict(add_final_logits_bias=True)])
+def test_resize_keeps_separate_matrices_and_the_logits_bias_consistent(tmp_path, overrides: dict) -> None:
+    """Separate source/target matrices (converted Marian variants) must each keep their own rows, and a converted
+    final_logits_bias must grow with the vocabulary; the resized model saves, reloads and computes the same."""
+    model = build(tiny_config(**overrides))
+    with torch.no_grad():
+        if model.config.add_final_logits_bias:
+            model.final_logits_bias.normal_()
+    encoder, decoder = (m.embed_tokens.weight.detach().clone() for m in (model.model.encoder, model.model.decoder))
+    bias = model.final_logits_bias.clone() if model.config.add_final_logits_bias else None
+    vocab = model.config.vocab_size
+    model.resize_token_embeddings(vocab + 8, mean_resizing=False)
+    assert torch.equal(model.model.encoder.embed_tokens.weight[:vocab], encoder)
+    assert torch.equal(model.model.decoder.embed_tokens.weight[:vocab], decoder)
+    if bias is not None:
+        assert model.final_logits_bias.shape == (1, vocab + 8)
+        assert torch.equal(model.final_logits_bias[:, :vocab], bias) and not model.final_logits_bias[:, vocab:].any()
+    batch = dict(input_ids=torch.tensor([[vocab + 3, 4]]), decoder_input_ids=torch.tensor([[1, vocab + 5]]))
+    logits = model(**batch).logits
+    assert logits.shape == (1, 2, vocab + 8)
+    model.save_pretrained(tmp_path)
+    loaded = VanillaTransformerForConditionalGeneration.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(**batch).logits, logits)
+
+
 def test_auto_classes_resolve(tmp_path) -> None:
     fields = {k: v for k, v in tiny_config().to_dict().items() if k != "model_type"}
     config = AutoConfig.for_model("vanilla_transformer", **fields)

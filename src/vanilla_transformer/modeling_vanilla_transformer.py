@@ -715,12 +715,16 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.shared
+        """The shared matrix; with `tie_word_embeddings=False` (separate matrices) the encoder's, as in Marian."""
+        return self.shared if self.config.tie_word_embeddings else self.encoder.embed_tokens
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.shared = value
-        self.encoder.embed_tokens = value
-        self.decoder.embed_tokens = value
+        if self.config.tie_word_embeddings:
+            self.shared = value
+            self.encoder.embed_tokens = value
+            self.decoder.embed_tokens = value
+        else:  # separate matrices: only the source side (the decoder's is resized with it by resize_token_embeddings)
+            self.encoder.embed_tokens = value
 
     def forward(
         self,
@@ -957,6 +961,26 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             encoder_attentions=outputs.encoder_attentions,
         )
         return output if return_dict else output.to_tuple()
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """The library's resize (input embeddings, output projection, config), plus what it does not know about:
+        with separate matrices (`tie_word_embeddings=False`) the decoder's embeddings and the `shared` one, and the
+        `final_logits_bias` of converted Marian checkpoints (new entries 0)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        size = embeddings.num_embeddings
+        if not self.config.tie_word_embeddings:
+            for owner, name in ((self.model, "shared"), (self.model.decoder, "embed_tokens")):
+                old = getattr(owner, name)
+                if old.num_embeddings != size:
+                    setattr(owner, name, self._get_resized_embeddings(old, size, mean_resizing=mean_resizing))
+        if self.config.add_final_logits_bias and self.final_logits_bias.shape[-1] != size:
+            bias = self.final_logits_bias.new_zeros(1, size)
+            keep = min(size, self.final_logits_bias.shape[-1])
+            bias[:, :keep] = self.final_logits_bias[:, :keep]
+            self.register_buffer("final_logits_bias", bias)
+        return embeddings
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, T) labels -> (B, T) decoder inputs; used by `DataCollatorForSeq2Seq` for label smoothing."""
