@@ -57,6 +57,20 @@ def test_parallel_plain_text_by_prefix(tmp_path):
     assert list(zip(data["source"], data["target"], strict=True)) == PAIRS
 
 
+def test_only_newlines_end_lines(tmp_path):
+    """Characters that str.splitlines treats as line breaks (U+2028, NEL, form feed) occur inside real sentences;
+    splitting at them would shift every later pair of a parallel corpus by one without any error."""
+    write(tmp_path / "train.de", "eins\nzwei\u2028zwo\r\ndrei\nvier\n")
+    write(tmp_path / "train.en", "one\ntwo\nthree\x0cTHREE\nfour\x85FOUR\n")
+    data = load_local_split(str(tmp_path / "train"), "de", "en", "error")
+    assert list(zip(data["source"], data["target"], strict=True)) == [
+        ("eins", "one"),
+        ("zwei\u2028zwo", "two"),
+        ("drei", "three\x0cTHREE"),
+        ("vier", "four\x85FOUR"),
+    ]
+
+
 def test_hub_style_split_with_translation_column():
     split = datasets.Dataset.from_dict({"translation": [{"de": s, "en": t} for s, t in PAIRS]})
     data = hub_split_to_dataset(split, "train split of x", "de", "en", "error")

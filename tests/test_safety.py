@@ -329,3 +329,22 @@ def test_sigkill_during_a_save_then_resume_finishes_the_same_run(tmp_path) -> No
     final = load_file(killed / "model.safetensors")
     for name, expected in load_file(reference / "model.safetensors").items():
         torch.testing.assert_close(final[name], expected, msg=name)
+
+
+def test_overwrite_output_dir_moves_the_earlier_runs_checkpoints_aside(run_dir, tmp_path) -> None:
+    """Starting over in a folder must not leave the old run's checkpoints where a later --resume, Trainer's rotation
+    or `average --last N` would take them for the new run's; nothing is deleted either."""
+    from types import SimpleNamespace
+
+    from vanilla_transformer.config_file import parse_config
+    from vanilla_transformer.training import prepare_output_dir
+
+    out = copy_run(run_dir, tmp_path)
+    old = sorted(name for name in os.listdir(out) if name.startswith("checkpoint-"))
+    assert old
+    quickstart = os.path.join(ROOT, "configs", "quickstart.yaml")
+    config = parse_config([quickstart, f"output_dir={out}", "overwrite_output_dir=true"], quickstart)
+    assert prepare_output_dir(config, SimpleNamespace(process_index=0)) is None
+    assert get_last_checkpoint(str(out)) is None
+    (moved,) = [name for name in os.listdir(out) if name.startswith("previous-run-")]
+    assert sorted(os.listdir(out / moved)) == old

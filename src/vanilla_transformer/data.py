@@ -40,18 +40,26 @@ class DataError(ValueError):
 # Local files
 # ---------------------------------------------------------------------------------------------------------
 def _read_lines(path: str) -> list[str]:
-    """Read a UTF-8 text file into lines without their line endings, with a clear error when it can't be read."""
+    """Read a UTF-8 text file into lines without their line endings, with a clear error when it can't be read.
+
+    Lines end at "\n" (or "\r\n") only: `str.splitlines` would also split at characters that occur inside real
+    sentences (U+2028, U+0085, form feeds, ...) and shift every later pair of a parallel corpus by one.
+    """
     if not os.path.exists(path):
         raise DataError(f"Data file not found: {path}")
     if not os.path.isfile(path):
         raise DataError(f"Data path is not a file: {path}")
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().splitlines()
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
     except PermissionError as error:
         raise DataError(f"Data file is not readable (permission denied): {path}") from error
     except UnicodeDecodeError as error:
         raise DataError(f"Data file is not valid UTF-8: {path} ({error.reason} at byte {error.start})") from error
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start an empty one
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _pair_from_row(row: object, source_lang: str, target_lang: str, where: str) -> tuple[object, object]:

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import struct
+import time
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -152,6 +153,29 @@ def set_aside_incomplete_checkpoints(output_dir: str) -> list[str]:
         logger.warning("Set aside the incomplete checkpoint %s as %s: %s.", path, target, problem)
         moved.append(target)
     return moved
+
+
+def set_aside_previous_run(output_dir: str) -> str | None:
+    """Move every `checkpoint-N` of an earlier run into `output_dir/previous-run-<UTC time>/` (for
+    `overwrite_output_dir`): nothing is deleted, and Trainer's resume and rotation and checkpoint averaging see only
+    the new run's checkpoints. Call on the main process only, before training starts.
+
+    Returns:
+        The folder the checkpoints were moved into, or None when there were none.
+    """
+    old = [path for _, path in _checkpoints(output_dir)]
+    if not old:
+        return None
+    base = os.path.join(output_dir, "previous-run-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    target, suffix = base, 1
+    while os.path.exists(target):
+        suffix += 1
+        target = f"{base}-{suffix}"
+    os.makedirs(target)
+    for path in old:
+        os.rename(path, os.path.join(target, os.path.basename(path)))
+    logger.warning("overwrite_output_dir: moved %d checkpoint(s) of the earlier run into %s.", len(old), target)
+    return target
 
 
 def atomic_write_text(path: str, text: str) -> None:

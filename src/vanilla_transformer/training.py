@@ -40,7 +40,13 @@ from .data import (
     load_local_split,
     number_words_splits,
 )
-from .safety import NonFiniteLossGuard, atomic_write_text, last_complete_checkpoint, set_aside_incomplete_checkpoints
+from .safety import (
+    NonFiniteLossGuard,
+    atomic_write_text,
+    last_complete_checkpoint,
+    set_aside_incomplete_checkpoints,
+    set_aside_previous_run,
+)
 from .tokenizer import train_joint_bpe
 
 logger = logging.getLogger(__name__)
@@ -164,6 +170,8 @@ def prepare_output_dir(config: RunConfig, args: TrainingArguments) -> str | None
     if args.process_index == 0:
         os.makedirs(out, exist_ok=True)
         set_aside_incomplete_checkpoints(out)  # a kill during a save leaves a half-written checkpoint-N behind
+        if config.overwrite_output_dir and not config.resume:
+            set_aside_previous_run(out)  # else a later --resume or `average --last N` would pick up the old run's
         atomic_write_text(saved_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
     if last is not None and config.resume:
         last = last_complete_checkpoint(out)  # get_last_checkpoint would return a half-written one
