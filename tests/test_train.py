@@ -169,17 +169,34 @@ def test_local_parallel_files_without_validation(tmp_path, capsys):
 
 
 def test_continue_from_a_pretrained_model(reference, tmp_path):
-    """`model.name_or_path` + `tokenizer.name_or_path`: training continues from the saved weights."""
+    """`model.name_or_path`: training continues from the saved weights, with the model's own tokenizer, the run's
+    label smoothing and dropout; architecture fields that contradict the pretrained model are refused."""
     sys.path.insert(0, ROOT)
+    from transformers import AutoTokenizer
+
     import train
+    from vanilla_transformer.config_file import ConfigError, parse_config
+    from vanilla_transformer.training import build_model
 
     out = str(tmp_path / "continued")
-    args = [f"model.name_or_path={reference['dir']}", f"tokenizer.name_or_path={reference['dir']}"]
-    train.main([reference["config"], *args, f"output_dir={out}", "training.max_steps=5", "training.save_steps=5"])
+    pretrained = f"model.name_or_path={reference['dir']}"
+    other_bpe = "tokenizer.vocab_size=60"  # would give another vocabulary if a BPE were trained instead
+    steps = ["training.max_steps=5", "training.save_steps=5"]
+    train.main([reference["config"], pretrained, other_bpe, f"output_dir={out}", *steps])
     with open(os.path.join(out, "checkpoint-5", "trainer_state.json")) as handle:
         continued = {row["step"]: row["loss"] for row in json.load(handle)["log_history"] if "loss" in row}
     from_scratch = losses(reference["probe"])
     assert continued[5] < 0.7 * from_scratch[5]  # starts where the reference run ended, not from scratch
+    vocabularies = [AutoTokenizer.from_pretrained(folder).get_vocab() for folder in (out, reference["dir"])]
+    assert vocabularies[0] == vocabularies[1]  # the pretrained model's tokenizer, not a newly trained BPE
+
+    tokenizer = AutoTokenizer.from_pretrained(reference["dir"])
+    changed = [reference["config"], pretrained, "model.config.dropout=0.3", "training.label_smoothing=0.2"]
+    model = build_model(parse_config(changed, reference["config"]), tokenizer)
+    assert (model.config.dropout, model.config.label_smoothing) == (0.3, 0.2)
+    assert model.model.encoder.dropout == 0.3  # set before the modules were built, so it takes effect
+    with pytest.raises(ConfigError, match=r"`model.config.d_model` is 64 but .* architecture is fixed"):
+        build_model(parse_config([*changed, "model.config.d_model=64"], reference["config"]), tokenizer)
 
 
 def test_same_recipe_trains_a_marian_model(tmp_path):

@@ -253,12 +253,22 @@ def tokenize_splits(
 # 4. Tokenizer and model
 # ---------------------------------------------------------------------------------------------------------
 def build_tokenizer(config: RunConfig, args: TrainingArguments, train: datasets.Dataset) -> PreTrainedTokenizerBase:
-    """Load the given tokenizer, or the one this run saved, or train a joint BPE on the training text.
+    """Load the given tokenizer (`tokenizer.name_or_path`, else that of `model.name_or_path`), or the one this run
+    saved, or train a joint BPE on the training text.
 
     The main process trains and saves it into the output directory first; the others then load that copy.
     """
     if config.tokenizer.name_or_path:
         return AutoTokenizer.from_pretrained(config.tokenizer.name_or_path)
+    if config.model.name_or_path:  # a pretrained model's embeddings only mean something with its own tokenizer
+        try:
+            return AutoTokenizer.from_pretrained(config.model.name_or_path)
+        except Exception as error:
+            raise ConfigError(
+                f"Continuing from {config.model.name_or_path} needs its tokenizer, and none could be loaded from "
+                f"there ({type(error).__name__}: {error}). Set `tokenizer.name_or_path` to the tokenizer the model "
+                "was trained with."
+            ) from error
     with args.main_process_first(desc="training the BPE tokenizer"):
         saved = os.path.join(config.output_dir, "tokenizer.json")
         if os.path.isfile(saved) and (config.resume or args.process_index > 0):
@@ -286,6 +296,10 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     }
 
 
+# What `model.config` may change when continuing from `model.name_or_path` (regularisation, not architecture).
+ADJUSTABLE_WHEN_CONTINUING = frozenset({"dropout", "attention_dropout", "activation_dropout"})
+
+
 def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """`AutoModelForSeq2SeqLM` from `model.config` (any registered seq2seq type) or from `model.name_or_path`.
 
@@ -297,10 +311,29 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
         ConfigError: unknown model type or config field, or ids that contradict the tokenizer.
     """
     ids = special_token_ids(tokenizer)
+    if "label_smoothing" in config.model.config:
+        raise ConfigError("Set label smoothing once, as `training.label_smoothing` (not `model.config`).")
     if config.model.name_or_path:
-        model = AutoModelForSeq2SeqLM.from_pretrained(
-            config.model.name_or_path, trust_remote_code=config.model.trust_remote_code
-        )
+        name, remote = config.model.name_or_path, config.model.trust_remote_code
+        pretrained = AutoConfig.from_pretrained(name, trust_remote_code=remote)
+        known = set(pretrained.to_dict()) | set(getattr(pretrained, "attribute_map", {}))
+        unknown = sorted(set(config.model.config) - known)
+        if unknown:
+            raise ConfigError(f"Unknown field(s) {unknown} in `model.config` for {name} ({pretrained.model_type}).")
+        changes = {}
+        for key, value in config.model.config.items():
+            if value == getattr(pretrained, key):
+                continue
+            if key not in ADJUSTABLE_WHEN_CONTINUING:
+                raise ConfigError(
+                    f"`model.config.{key}` is {value!r} but {name} has {getattr(pretrained, key)!r}: a pretrained "
+                    f"model's architecture is fixed; only {sorted(ADJUSTABLE_WHEN_CONTINUING)} can change when "
+                    "continuing from it (leave the rest of `model.config` out)."
+                )
+            changes[key] = value
+        if "label_smoothing" in pretrained.to_dict():  # our model's loss smooths: the run's setting goes there
+            changes["label_smoothing"] = config.training.label_smoothing
+        model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=remote, **changes)
         if model.config.vocab_size < len(tokenizer):
             raise ConfigError(
                 f"The tokenizer has {len(tokenizer)} tokens but {config.model.name_or_path} only "
@@ -323,8 +356,6 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
                 )
         fields = {**config.model.config, **ids, "vocab_size": len(tokenizer)}
         if "label_smoothing" in defaults.to_dict():
-            if fields.get("label_smoothing", config.training.label_smoothing) != config.training.label_smoothing:
-                raise ConfigError("Set label smoothing once, as `training.label_smoothing` (not `model.config`).")
             fields["label_smoothing"] = config.training.label_smoothing
         model_config = AutoConfig.for_model(config.model.model_type, **fields)
         model = AutoModelForSeq2SeqLM.from_config(model_config)
