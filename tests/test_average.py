@@ -25,6 +25,18 @@ def test_last_checkpoints_sorted_by_step(tmp_path):
         last_checkpoints(str(tmp_path), 5)
 
 
+def test_last_means_the_last_consecutive_saves_not_the_kept_best_one(tmp_path):
+    """Trainer keeps the best checkpoint inside save_total_limit: {2000 (best), 5000, 6000, 7000, 8000} with saves
+    every 1000 steps are not "the last 5"; the last 4 are, and so is a final save that comes sooner."""
+    for step in (2000, 5000, 6000, 7000, 8000, 8500):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-8500" / "trainer_state.json").write_text('{"save_steps": 1000, "global_step": 8500}')
+    with pytest.raises(ValueError, match=r"not the last 6 saves, one every 1000 steps.*save_total_limit.*7"):
+        last_checkpoints(str(tmp_path), 6)
+    chosen = last_checkpoints(str(tmp_path), 5)
+    assert [int(p.rsplit("-", 1)[1]) for p in chosen] == [5000, 6000, 7000, 8000, 8500]
+
+
 def test_identical_checkpoints_average_to_the_same_weights(tmp_path):
     weights = save_checkpoint(tmp_path / "checkpoint-1", seed=0)
     save_checkpoint(tmp_path / "checkpoint-2", seed=0)

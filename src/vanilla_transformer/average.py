@@ -11,6 +11,7 @@ taken from the newest checkpoint.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -32,13 +33,34 @@ TOKENIZER_FILES = (
 
 
 def last_checkpoints(run_dir: str, n: int) -> list[str]:
-    """The `n` newest `checkpoint-STEP` folders of a run, oldest first."""
+    """The `n` newest `checkpoint-STEP` folders of a run, oldest first: the paper's "last n checkpoints".
+
+    Trainer keeps the best checkpoint (by BLEU) inside `save_total_limit`, so the newest folders on disk need not
+    be the last consecutive saves. The steps of the chosen folders must follow each other at the run's
+    `save_steps` (read from the newest `trainer_state.json`; the final save may come sooner).
+
+    Raises:
+        ValueError: fewer than `n` checkpoints, or an older checkpoint (the kept best one) among them.
+    """
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"Run directory not found: {run_dir}")
     steps = sorted(int(m.group(1)) for name in os.listdir(run_dir) if (m := CHECKPOINT.match(name)))
     if len(steps) < n:
         raise ValueError(f"{run_dir} has {len(steps)} checkpoint(s), fewer than the {n} asked for.")
-    return [os.path.join(run_dir, f"checkpoint-{step}") for step in steps[-n:]]
+    chosen = steps[-n:]
+    state_file = os.path.join(run_dir, f"checkpoint-{chosen[-1]}", "trainer_state.json")
+    save_steps = None
+    if os.path.isfile(state_file):
+        with open(state_file, encoding="utf-8") as handle:
+            save_steps = json.load(handle).get("save_steps")
+    if isinstance(save_steps, int) and save_steps > 0:
+        if any(later - earlier > save_steps for earlier, later in zip(chosen, chosen[1:])):
+            raise ValueError(
+                f"The {n} newest checkpoints of {run_dir} (steps {chosen}) are not the last {n} saves, one every "
+                f"{save_steps} steps: Trainer also keeps the best checkpoint. Set `training.save_total_limit` to at "
+                f"least {n + 1} so the last {n} are kept, or name the checkpoint folders to average."
+            )
+    return [os.path.join(run_dir, f"checkpoint-{step}") for step in chosen]
 
 
 def average_state_dicts(paths: Sequence[str]) -> dict[str, torch.Tensor]:
