@@ -80,6 +80,13 @@ def test_plots_are_written(maps, tmp_path) -> None:
         assert os.path.getsize(path) > 5000
 
 
+def test_a_summary_layer_that_does_not_exist_is_refused_before_writing(maps, tmp_path) -> None:
+    layers = maps.encoder_self.shape[0]
+    with pytest.raises(ValueError, match=rf"summary layer {layers} does not exist: .* has {layers} layer"):
+        save_attention_plots(maps, str(tmp_path / "out"), summary_layer=layers)
+    assert not (tmp_path / "out").exists()
+
+
 def test_command_writes_pictures_for_a_saved_model(tmp_path, capsys) -> None:
     model, tokenizer = reversal_model()
     model.save_pretrained(tmp_path / "model")

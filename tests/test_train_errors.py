@@ -82,6 +82,14 @@ def test_mistyped_values(tiny):
         train.main([tiny, "model.model_type=no_such_model"])
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tiny):
+    """YAML 1.1 reads `1e-3` as a string; a float field takes it as the number it plainly is."""
+    config = parse_config([tiny, "training.learning_rate=1e-3", "training.adam_epsilon=1e-9"], tiny)
+    assert config.training.learning_rate == 1e-3 and config.training.adam_epsilon == 1e-9
+    with pytest.raises(ConfigError, match=r"`training\.learning_rate` must be of type float .*got 'fast'"):
+        parse_config([tiny, "training.learning_rate=fast"], tiny)
+
+
 def test_data_source_must_be_one(tiny, tmp_path):
     with pytest.raises(ConfigError, match=r"exactly one data source.*got \['quickstart', 'train_file'\]"):
         train.main([tiny, f"data.train_file={tmp_path / 'x.jsonl'}"])

@@ -180,6 +180,13 @@ def save_attention_plots(maps: AttentionMaps, out_dir: str, summary_layer: int =
         summary_layer: layer averaged over heads in `summary.png` (negative counts from the last).
         dpi: resolution of the PNGs.
     """
+    for name in KINDS:  # checked before anything is drawn or written
+        layers = maps.kind(name).shape[0]
+        if not -layers <= summary_layer < layers:
+            raise ValueError(
+                f"The summary layer {summary_layer} does not exist: the {TITLES[name].lower()} has {layers} "
+                f"layer(s) (use 0..{layers - 1}, or -1 for the last)."
+            )
     plt = _pyplot()
     os.makedirs(out_dir, exist_ok=True)
     paths = []

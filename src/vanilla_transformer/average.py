@@ -54,7 +54,7 @@ def last_checkpoints(run_dir: str, n: int) -> list[str]:
         with open(state_file, encoding="utf-8") as handle:
             save_steps = json.load(handle).get("save_steps")
     if isinstance(save_steps, int) and save_steps > 0:
-        if any(later - earlier > save_steps for earlier, later in zip(chosen, chosen[1:])):
+        if any(later - earlier > save_steps for earlier, later in zip(chosen[:-1], chosen[1:], strict=True)):
             raise ValueError(
                 f"The {n} newest checkpoints of {run_dir} (steps {chosen}) are not the last {n} saves, one every "
                 f"{save_steps} steps: Trainer also keeps the best checkpoint. Set `training.save_total_limit` to at "

@@ -188,6 +188,11 @@ def _build(cls: type, values: object, where: str) -> object:
             continue
         if isinstance(annotation, type) and annotation is float and isinstance(value, int) and value is not True:
             value = float(value)
+        if isinstance(value, str) and (annotation is float or float in typing.get_args(annotation)):
+            try:  # YAML 1.1 reads `1e-3` (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
         if not _type_ok(value, annotation):
             raise ConfigError(
                 f"`{path}` must be of type {getattr(annotation, '__name__', annotation)}, got {value!r}."
