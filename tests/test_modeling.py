@@ -312,6 +312,19 @@ def test_eager_and_sdpa_agree() -> None:
     )
 
 
+@pytest.mark.slow  # flex attention is compiled on first use (about a minute on a 2-core CPU)
+def test_flex_attention_agrees_with_eager() -> None:
+    config = tiny_config()
+    eager, flex = build(tiny_config(), attn="eager"), build(tiny_config(), attn="flex_attention")
+    input_ids, decoder_input_ids = random_batch(config, batch=2, src=7, tgt=6)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    with torch.no_grad():
+        a, b = eager(**kwargs), flex(**kwargs)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     config = tiny_config()
     input_ids, labels = random_batch(config, batch=2)
