@@ -121,6 +121,10 @@ def test_output_dir_with_another_runs_checkpoints(tiny, tmp_path):
     with pytest.raises(ConfigError, match=r"Can't resume in .*different model / data / tokenizer section"):
         train.main([tiny, "--resume"])
     assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-10", "run_config.yaml"]
+    # ... and so is resuming a run that was killed before its first checkpoint (its tokenizer would be reused)
+    os.rename(tmp_path / "run" / "checkpoint-10", tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"Can't resume in .*different model / data / tokenizer section"):
+        train.main([tiny, "--resume"])
 
 
 def test_refuses_processes_that_did_not_form_one_group(monkeypatch):

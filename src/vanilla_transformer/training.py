@@ -158,7 +158,7 @@ def prepare_output_dir(config: RunConfig, args: TrainingArguments) -> str | None
             "Set `resume=true` (or --resume) to continue it, `overwrite_output_dir=true` to start over in it, or "
             "choose another `output_dir`."
         )
-    if last is not None and config.resume and os.path.isfile(saved_path):
+    if config.resume and os.path.isfile(saved_path):  # also before the first checkpoint: the saved tokenizer is reused
         with open(saved_path, encoding="utf-8") as handle:
             saved = yaml.safe_load(handle) or {}
         differing = [key for key in RUN_IDENTITY if saved.get(key) != identity[key]]
