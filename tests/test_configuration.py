@@ -49,6 +49,7 @@ def test_defaults_are_the_paper_base_model() -> None:
         (dict(activation_function="relux"), "Unknown `activation_function` 'relux'"),
         (dict(positional_encoding_layout="rotary"), "Unknown `positional_encoding_layout` 'rotary'"),
         (dict(dropout=1.0), r"`dropout` must be in \[0, 1\)"),
+        (dict(init_std=0.0), "`init_std` must be a positive number or None"),
         (dict(attention_dropout=-0.1), r"`attention_dropout` must be in \[0, 1\)"),
         (dict(label_smoothing=1.5), r"`label_smoothing` must be in \[0, 1\)"),
         (dict(d_model="512"), "d_model"),

@@ -508,6 +508,20 @@ def test_resize_keeps_separate_matrices_and_the_logits_bias_consistent(tmp_path,
     torch.testing.assert_close(loaded(**batch).logits, logits)
 
 
+@pytest.mark.parametrize("init_std", [None, 0.02])
+def test_initialisation(init_std) -> None:
+    """None: Xavier-uniform linear layers (std sqrt(2 / (in + out))) and embeddings N(0, d_model^-0.5); a number:
+    N(0, init_std) for both (BART/Marian). Biases start at zero, LayerNorm at identity, in both cases."""
+    config = tiny_config(init_std=init_std, d_model=64, encoder_ffn_dim=256, decoder_ffn_dim=256, vocab_size=2000)
+    model = build(config)
+    fc1 = model.model.encoder.layers[0].ffn.fc1
+    expected_linear = math.sqrt(2 / (64 + 256)) if init_std is None else init_std
+    expected_embedding = 64**-0.5 if init_std is None else init_std
+    assert fc1.weight.std().item() == pytest.approx(expected_linear, rel=0.05)
+    assert model.model.shared.weight.std().item() == pytest.approx(expected_embedding, rel=0.05)
+    assert not fc1.bias.any() and bool((model.model.encoder.layers[0].self_attn_layer_norm.weight == 1).all())
+
+
 def test_auto_classes_resolve(tmp_path) -> None:
     fields = {k: v for k, v in tiny_config().to_dict().items() if k != "model_type"}
     config = AutoConfig.for_model("vanilla_transformer", **fields)

@@ -13,7 +13,8 @@ Deviations from the paper (also listed in model_card.md):
 - Attention projections and the feed-forward layers have biases (as in BART/Marian, so their checkpoints
   convert); the paper writes the projections as plain matrices W^Q, W^K, W^V, W^O.
 - Initialisation is not specified by the paper. Linear weights use Xavier-uniform, embeddings N(0, d_model^-0.5)
-  (the tensor2tensor convention), biases zero, LayerNorm gain one.
+  (the tensor2tensor convention), biases zero, LayerNorm gain one; `init_std` switches linear layers and
+  embeddings to N(0, init_std), the BART/Marian convention.
 - Optional, off by default: pre-norm (`normalize_before`), dropout on attention weights
   (`attention_dropout`) and after the ReLU (`activation_dropout`), Marian's "concatenated" sinusoid layout and
   fixed `final_logits_bias` (for converted OPUS-MT checkpoints), other activations.
@@ -478,12 +479,16 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std  # None: Xavier / N(0, d_model^-0.5); a number: N(0, std) as in BART/Marian
         if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
+            if std is None:
+                init.xavier_uniform_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5)
+            init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5 if std is None else std)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
