@@ -71,6 +71,10 @@ def test_command_reads_arguments_file_and_stdin(model_dir: str, tmp_path, capsys
     main(["--model", model_dir, "--max-new-tokens", "12", "--file", str(source), "--output", str(target)])
     assert target.read_text().splitlines() == [expected[0], "", expected[1], expected[2]]
     assert "4/4" in capsys.readouterr().err  # progress bar for files
+    # a line separator inside a sentence (U+2028) does not split it: one translation per input line
+    source.write_text(f"{SENTENCES[0]}\u2028{SENTENCES[1]}\n{SENTENCES[2]}\n", encoding="utf-8")
+    main(["--model", model_dir, "--max-new-tokens", "12", "--file", str(source), "--output", str(target)])
+    assert len(target.read_text().split("\n")) == 3 and "2/2" in capsys.readouterr().err  # 2 lines + final newline
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SENTENCES[:3]) + "\n"))
     main(["--model", model_dir, "--max-new-tokens", "12"])

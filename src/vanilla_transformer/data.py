@@ -39,7 +39,7 @@ class DataError(ValueError):
 # ---------------------------------------------------------------------------------------------------------
 # Local files
 # ---------------------------------------------------------------------------------------------------------
-def _read_lines(path: str) -> list[str]:
+def read_lines(path: str) -> list[str]:
     """Read a UTF-8 text file into lines without their line endings, with a clear error when it can't be read.
 
     Lines end at "\n" (or "\r\n") only: `str.splitlines` would also split at characters that occur inside real
@@ -79,7 +79,7 @@ def _pair_from_row(row: object, source_lang: str, target_lang: str, where: str) 
 def read_jsonl(path: str, source_lang: str, target_lang: str) -> list[tuple[object, object, str]]:
     """Read JSON lines into (source, target, location) triples."""
     pairs = []
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         where = f"{path}:{number}"
         if not line.strip():
             pairs.append(("", "", where))  # judged by the empty-lines policy
@@ -95,7 +95,7 @@ def read_jsonl(path: str, source_lang: str, target_lang: str) -> list[tuple[obje
 
 def read_tsv(path: str, source_lang: str, target_lang: str) -> list[tuple[object, object, str]]:
     """Read a TSV file whose first line names the columns into (source, target, location) triples."""
-    lines = _read_lines(path)
+    lines = read_lines(path)
     if not lines:
         raise DataError(f"Data file is empty: {path}")
     header = lines[0].split("\t")
@@ -121,7 +121,7 @@ def read_tsv(path: str, source_lang: str, target_lang: str) -> list[tuple[object
 def read_parallel_text(prefix: str, source_lang: str, target_lang: str) -> list[tuple[object, object, str]]:
     """Read `prefix.source_lang` and `prefix.target_lang`, aligned by line, into (source, target, location)."""
     src_path, tgt_path = f"{prefix}.{source_lang}", f"{prefix}.{target_lang}"
-    sources, targets = _read_lines(src_path), _read_lines(tgt_path)
+    sources, targets = read_lines(src_path), read_lines(tgt_path)
     if len(sources) != len(targets):
         raise DataError(
             f"Parallel files have different line counts: {src_path} has {len(sources)} lines, {tgt_path} has "

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
+from .data import read_lines
 from .pipeline_vanilla_transformer import VanillaTranslationPipeline
 
 
@@ -108,8 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.sentences:
         sentences: Iterable[str] = args.sentences
     elif args.file:
-        with open(args.file, encoding="utf-8") as handle:
-            sentences = handle.read().splitlines()
+        sentences = read_lines(args.file)  # one sentence per "\n"-ended line, as the training data
         total = len(sentences)
     else:
         sentences = sys.stdin
