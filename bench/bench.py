@@ -44,6 +44,7 @@ from transformers import GenerationConfig, MarianConfig, MarianMTModel  # noqa: 
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration  # noqa: E402
+from vanilla_transformer.convert import vanilla_name  # noqa: E402
 
 hf_logging.set_verbosity_error()
 
@@ -111,10 +112,7 @@ def build_models(size: dict, attn: str, seed: int, max_positions: int = 256) -> 
     for name in marian_state:
         if name.endswith("embed_positions.weight") or name == "final_logits_bias":
             continue  # Marian's frozen sinusoid tables (same values as ours) and its zero logits bias
-        source = name
-        for layer_part in ("fc1", "fc2"):
-            source = source.replace(f".{layer_part}.", f".ffn.{layer_part}.")
-        mapped[name] = ours_state[source]
+        mapped[name] = ours_state[vanilla_name(name)]
     missing = marian.load_state_dict(mapped, strict=False)
     unexpected_missing = [k for k in missing.missing_keys if not k.endswith("embed_positions.weight")]
     unexpected_missing = [k for k in unexpected_missing if k != "final_logits_bias"]

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 _RENAMES = ((re.compile(r"\.layers\.(\d+)\.fc([12])\."), r".layers.\1.ffn.fc\2."),)
 
 
-def _rename(name: str) -> str:
+def vanilla_name(name: str) -> str:
+    """The name of Marian's parameter `name` in our model."""
     for pattern, replacement in _RENAMES:
         name = pattern.sub(replacement, name)
     return name
@@ -133,7 +134,7 @@ def convert_marian(marian: PreTrainedModel) -> VanillaTransformerForConditionalG
             continue  # fixed sinusoids, rebuilt from `positional_encoding_layout`
         if name == "final_logits_bias" and not config.add_final_logits_bias:
             continue  # all zeros: the option stays off
-        state[_rename(name)] = tensor
+        state[vanilla_name(name)] = tensor
     encoder_embed = state["model.encoder.embed_tokens.weight"]
     state.setdefault("model.shared.weight", encoder_embed)  # absent when Marian does not share embeddings
     expected = set(model.state_dict())
