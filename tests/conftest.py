@@ -37,3 +37,30 @@ def tiny_config(**overrides: object):
 @pytest.fixture
 def config():
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """The offline quick-start (`configs/quickstart.yaml`, unchanged) trained once per test session, in-process.
+
+    Several minutes of CPU: mark tests that use it `@pytest.mark.slow`.
+
+    Returns:
+        A namespace with `output_dir` (the saved run folder: model, tokenizer, generation config, model card,
+        `all_results.json`, the kept checkpoints), `results` (what `train.main` returns: split, bleu, chrf,
+        exact_match, n, samples) and `stdout` (everything the run printed).
+    """
+    import contextlib
+    import io
+    import sys
+    import types
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, root)
+    import train
+
+    output_dir = str(tmp_path_factory.mktemp("quickstart") / "run")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        results = train.main([os.path.join(root, "configs", "quickstart.yaml"), f"output_dir={output_dir}"])
+    return types.SimpleNamespace(output_dir=output_dir, results=results, stdout=printed.getvalue())
