@@ -1,6 +1,8 @@
 """Shared test set-up: one thread, no Hub, and tiny model configurations."""
 
+import json
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,6 +39,45 @@ def tiny_config(**overrides: object):
 @pytest.fixture
 def config():
     return tiny_config()
+
+
+# Sizes of tiny_config() that tests use in their inputs and expected messages: vocabulary, positional table, width.
+VOCAB, MAX_POS, E = 64, 64, 32
+
+
+def ids(batch: int = 2, length: int = 5, low: int = 3, high: int = VOCAB) -> torch.Tensor:
+    """Random token ids of shape (batch, length), the same on every call with the same shape."""
+    return torch.randint(low, high, (batch, length), generator=torch.Generator().manual_seed(batch * 100 + length))
+
+
+SRC, TGT = ids(2, 5), ids(2, 4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A random tiny model (tiny_config(), seed 0) in eval mode, shared by the tests of one module."""
+    from vanilla_transformer import VanillaTransformerForConditionalGeneration
+
+    torch.manual_seed(0)
+    return VanillaTransformerForConditionalGeneration(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    """`model` saved with save_pretrained: the folder's path."""
+    path = tmp_path_factory.mktemp("ckpt") / "model"
+    model.save_pretrained(path)
+    return path
+
+
+def copy_with_config(checkpoint, tmp_path, **changes: object):
+    """A copy of the saved `checkpoint` under `tmp_path` whose config.json has `changes` applied: the copy's path."""
+    path = tmp_path / "edited"
+    shutil.copytree(checkpoint, path)
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,11 @@
 import json
 
 import pytest
-from conftest import tiny_config
+from conftest import copy_with_config, tiny_config
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 
-from vanilla_transformer import VanillaTransformerConfig
+from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
 CONFIG_ERRORS = (ValueError, TypeError, StrictDataclassError)
 
@@ -20,7 +20,7 @@ def test_defaults_are_the_paper_base_model() -> None:
     assert (config.encoder_attention_heads, config.decoder_attention_heads) == (8, 8)  # h
     assert config.d_model // config.encoder_attention_heads == 64  # d_k = d_v
     assert config.dropout == 0.1  # P_drop
-    assert config.label_smoothing == 0.1  # epsilon_ls
+    assert not hasattr(config, "label_smoothing")  # epsilon_ls is the training recipe's, not the model's
     assert config.activation_function == "relu"
     assert config.attention_dropout == 0.0
     assert config.normalize_before is False  # post-norm
@@ -51,7 +51,6 @@ def test_defaults_are_the_paper_base_model() -> None:
         (dict(dropout=1.0), r"`dropout` must be in \[0, 1\)"),
         (dict(init_std=0.0), "`init_std` must be a positive number or None"),
         (dict(attention_dropout=-0.1), r"`attention_dropout` must be in \[0, 1\)"),
-        (dict(label_smoothing=1.5), r"`label_smoothing` must be in \[0, 1\)"),
         (dict(d_model="512"), "d_model"),
         (dict(normalize_before="yes"), "normalize_before"),
     ],
@@ -90,3 +89,52 @@ def test_dict_round_trip_and_auto_config_for_model() -> None:
     assert again.to_dict() == config.to_dict()
     built = AutoConfig.for_model("vanilla_transformer", d_model=64)
     assert isinstance(built, VanillaTransformerConfig) and built.d_model == 64
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configs that do not fit.
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        (dict(d_model="32"), r"Field 'd_model' expected int, got str"),
+        (dict(d_model=32.0), r"Field 'd_model' expected int, got float"),
+        (dict(normalize_before="yes"), r"Field 'normalize_before' expected bool, got str"),
+        (dict(dropout="0.1"), r"Field 'dropout'"),
+        (dict(vocab_size=0), r"`vocab_size` must be a positive integer, got 0"),
+        (dict(encoder_attention_heads=5), r"`d_model` \(32\) must be divisible by `encoder_attention_heads` \(5\)"),
+        (dict(activation_function="relu6x"), r"Unknown `activation_function` 'relu6x'"),
+        (dict(dropout=1.0), r"`dropout` must be in \[0, 1\), got 1.0"),
+        (dict(positional_encoding_layout="rotary"), r"Unknown `positional_encoding_layout` 'rotary'"),
+        (dict(pad_token_id=64), r"`pad_token_id` \(64\) is outside the vocabulary \[0, 64\)"),
+        (dict(decoder_start_token_id=-1), r"`decoder_start_token_id` \(-1\) is outside the vocabulary"),
+        (dict(eos_token_id=[2, 99]), r"`eos_token_id` \(99\) is outside the vocabulary"),
+        (dict(model_type="bart"), r"`model_type` 'bart', but VanillaTransformerConfig is 'vanilla_transformer'"),
+    ],
+)
+def test_bad_config_is_named(overrides: dict, pattern: str) -> None:
+    with pytest.raises(StrictDataclassError, match=pattern):
+        tiny_config(**overrides)
+
+
+def test_model_built_from_another_config_class_is_named() -> None:
+    from transformers import BartConfig
+
+    with pytest.raises(TypeError, match=r"needs a VanillaTransformerConfig, got BartConfig \(model_type 'bart'\)"):
+        VanillaTransformerForConditionalGeneration(BartConfig(d_model=32, encoder_layers=1, decoder_layers=1))
+
+
+def test_config_json_with_wrong_field_type_is_named(checkpoint, tmp_path) -> None:
+    path = copy_with_config(checkpoint, tmp_path, d_model="32")
+    with pytest.raises(StrictDataclassError, match=r"Field 'd_model' expected int, got str"):
+        VanillaTransformerForConditionalGeneration.from_pretrained(path)
+    with pytest.raises(StrictDataclassError, match=r"Field 'd_model' expected int, got str"):
+        AutoConfig.from_pretrained(path)
+
+
+def test_checkpoint_of_another_model_type_is_named(checkpoint, tmp_path) -> None:
+    path = copy_with_config(checkpoint, tmp_path, model_type="bart")
+    with pytest.raises(StrictDataclassError, match=r"`model_type` 'bart'.*load it with the config class of 'bart'"):
+        VanillaTransformerForConditionalGeneration.from_pretrained(path)
+    with pytest.raises(StrictDataclassError, match=r"`model_type` 'bart'"):
+        VanillaTransformerConfig.from_pretrained(path)

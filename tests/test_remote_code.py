@@ -1,4 +1,5 @@
-"""A saved model loads with trust_remote_code=True in a fresh process where the package cannot be imported."""
+"""A saved model loads with trust_remote_code=True in a fresh process where the package cannot be imported, and its
+code is not run without the flag."""
 
 import os
 import subprocess
@@ -107,3 +108,26 @@ def test_remote_code_load_in_a_fresh_process_without_the_package(tmp_path) -> No
     torch.testing.assert_close(remote["hidden"], hidden, atol=0, rtol=0)
     assert torch.equal(remote["generated"], generated)
     assert (tmp_path / "hf_home" / "modules" / "transformers_modules").is_dir()  # code came from the model folder
+
+
+def test_remote_code_needs_trust_remote_code(checkpoint, tmp_path) -> None:
+    """In a process without the package, the saved model code is not run unless `trust_remote_code=True`
+    (tests/test_remote_code.py checks that it loads with the flag)."""
+    script = (
+        "import sys\n"
+        "from transformers import AutoModelForSeq2SeqLM\n"
+        "try:\n"
+        f"    AutoModelForSeq2SeqLM.from_pretrained({str(checkpoint)!r})\n"
+        "except ValueError as e:\n"
+        "    assert 'trust_remote_code=True' in str(e), e\n"
+        "    print('REFUSED')\n"
+        "ran = [m for m in sys.modules if m.endswith('modeling_vanilla_transformer') or m == 'vanilla_transformer']\n"
+        "print('IMPORTED', ran)\n"
+    )
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", PYTHONPATH="")
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "REFUSED" in run.stdout
+    assert "IMPORTED []" in run.stdout
