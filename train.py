@@ -15,7 +15,8 @@ import time
 from transformers import set_seed
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.config_file import parse_config
+from vanilla_transformer.config_file import ConfigError, parse_config
+from vanilla_transformer.data import DataError
 from vanilla_transformer.hub import card_values, fill_model_card, push_to_hub
 from vanilla_transformer.training import (
     build_model,
@@ -32,6 +33,7 @@ from vanilla_transformer.training import (
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+USER_ERRORS = (ConfigError, DataError)  # what the user can fix: the message says how
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -76,5 +78,22 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """`main` for the command line: a configuration or data error is one message on stderr and exit status 2.
+
+    Tracebacks are kept for bugs, and shown for user errors too with `VT_DEBUG=1`. Under several processes only
+    the first one prints the message (every process fails the same check).
+    """
+    try:
+        main(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("VT_DEBUG", "0") not in ("", "0"):
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(f"train.py: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -35,3 +35,14 @@ def test_card_is_filled_with_the_run():
 def test_card_with_unfilled_placeholder_is_refused():
     with pytest.raises(KeyError, match=r"placeholders without values: \['scores'\]"):
         fill_model_card("BLEU {{ scores }} for {{ name }}", {"name": "x"})
+
+
+def test_template_notes_stay_out_of_the_card():
+    """The template's `<!-- ... -->` notes are for its editors; a published card has none."""
+    run = parse_config([os.path.join(ROOT, "configs", "quickstart.yaml")], "").to_dict()
+    model = VanillaTransformerForConditionalGeneration(tiny_config())
+    training = {"steps": 1, "minutes": 0.1, "processes": 1, "device": "cpu"}
+    assert "<!--" in TEMPLATE
+    card = fill_model_card(TEMPLATE, card_values(run, model, {}, training))
+    assert "<!--" not in card and "-->" not in card and "double\nbraces" not in card
+    assert fill_model_card("a\n<!-- note\n{{ x }} -->\n\nb {{ x }}", {"x": "1"}) == "a\nb 1"

@@ -134,3 +134,20 @@ def test_refuses_processes_that_did_not_form_one_group(monkeypatch):
     check_process_group(SimpleNamespace(world_size=2))  # a real group of 2 is fine
     monkeypatch.delenv("WORLD_SIZE")
     check_process_group(SimpleNamespace(world_size=1))
+
+
+def test_command_line_user_error_is_one_message_and_status_2(tiny, tmp_path):
+    """A config or data error: one line on stderr, exit status 2; the traceback only with VT_DEBUG=1."""
+    import subprocess
+
+    from train_helpers import run_env
+
+    command = [sys.executable, os.path.join(ROOT, "train.py"), tiny, "training.learning_rat=0.1"]
+    result = subprocess.run(command, cwd=str(tmp_path), env=run_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("train.py: error: Unknown config key `training.learning_rat`. Did you mean `learning_")
+    debug = subprocess.run(command, cwd=str(tmp_path), env=dict(run_env(), VT_DEBUG="1"), capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr

@@ -14,10 +14,11 @@ from huggingface_hub import HfApi
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+TEMPLATE_NOTE = re.compile(r"<!--.*?-->\n*", re.DOTALL)  # notes for the template's editors, not for the card
 
 
 def fill_model_card(template: str, values: dict[str, str]) -> str:
-    """Replace every `{{ name }}` in `template` by `values[name]`.
+    """Replace every `{{ name }}` in `template` by `values[name]` and drop the template's `<!-- ... -->` notes.
 
     Raises:
         KeyError: the template has a placeholder with no value (a card is never published half-filled).
@@ -25,7 +26,7 @@ def fill_model_card(template: str, values: dict[str, str]) -> str:
     missing = sorted({name for name in PLACEHOLDER.findall(template) if name not in values})
     if missing:
         raise KeyError(f"The model card template has placeholders without values: {missing}")
-    return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), template)
+    return PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), TEMPLATE_NOTE.sub("", template))
 
 
 def card_values(run: dict, model: PreTrainedModel, results: dict, training: dict) -> dict[str, str]:
@@ -40,12 +41,17 @@ def card_values(run: dict, model: PreTrainedModel, results: dict, training: dict
     data = run["data"]
     src, tgt = data["source_lang"], data["target_lang"]
     if data["quickstart"] is not None:
+        task = data["quickstart"]
         source = (
-            "the offline quick-start task: numbers 0 to {max_number} written out in German words (source) and "
-            "English words (target) with `num2words`; validation and test numbers are held out from training".format(
-                **data["quickstart"]
-            )
+            f"the offline quick-start task: numbers 0 to {task['max_number']} written out in German words (source) "
+            "and English words (target) with `num2words`"
         )
+        if task.get("cover_below"):
+            source += (
+                f"; every number below {task['cover_below']} and every round number (7, 40, 300, 5000, ...) is in "
+                "training"
+            )
+        source += "; validation and test numbers are held out from training"
     elif data["dataset"]:
         source = f"the Hub dataset `{data['dataset']}` (configuration `{data['dataset_config']}`)"
     else:
