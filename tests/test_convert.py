@@ -1,5 +1,6 @@
 """Marian -> VanillaTransformer conversion computes the same function (randomly initialised Marian, no download)."""
 
+import copy
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from transformers import (
 )
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.convert import convert_marian
+from vanilla_transformer.convert import convert_marian, vanilla_name
 from vanilla_transformer.convert import main as convert_main
 from vanilla_transformer.translate import main as translate_main
 
@@ -65,15 +66,17 @@ def random_batch(seed: int, pad: int = PAD, batch: int = 3, src: int = 7, tgt: i
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def assert_same_function(reference: MarianMTModel, converted: VanillaTransformerForConditionalGeneration) -> None:
+def assert_same_function(
+    reference: MarianMTModel, converted: VanillaTransformerForConditionalGeneration, atol: float = 1e-5
+) -> None:
     pad = reference.config.pad_token_id
     for seed in range(2):
         batch = random_batch(seed, pad)
         with torch.no_grad():
             expected = reference(**batch)
             actual = converted(**batch)
-        torch.testing.assert_close(actual.logits, expected.logits, atol=1e-5, rtol=0)
-        torch.testing.assert_close(actual.loss, expected.loss, atol=1e-5, rtol=0)
+        torch.testing.assert_close(actual.logits, expected.logits, atol=atol, rtol=0)
+        torch.testing.assert_close(actual.loss, expected.loss, atol=atol, rtol=0)
     source = {k: v for k, v in random_batch(7, pad).items() if k != "labels"}
     for kwargs in ({"num_beams": 1}, {"num_beams": 3, "length_penalty": 0.6}):
         expected = reference.generate(**source, max_new_tokens=10, **kwargs)
@@ -101,6 +104,43 @@ def test_converted_marian_has_same_logits_loss_and_generations(shape: dict) -> N
     assert converted.generation_config.forced_eos_token_id == EOS
     assert converted.generation_config.decoder_start_token_id == PAD
     assert_same_function(reference, converted)
+
+
+def attention_peaks(model: MarianMTModel | VanillaTransformerForConditionalGeneration) -> dict[str, float]:
+    """The mean over query rows of the largest attention weight, per kind of attention (1/S would be uniform)."""
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    batch = random_batch(0, model.config.pad_token_id)
+    with torch.no_grad():
+        out = eager(**batch, output_attentions=True)
+    return {
+        kind: torch.stack(getattr(out, kind)).amax(dim=-1).mean().item()
+        for kind in ("encoder_attentions", "decoder_attentions", "cross_attentions")
+    }
+
+
+def test_peaked_attention_converts_tensor_by_tensor_with_the_dropout_rates() -> None:
+    """With weights N(0, 1) instead of N(0, 0.02) attention is peaked, so a swapped or mis-copied projection, or a
+    beam cache that is not reordered, moves logits and beams far beyond float rounding."""
+    reference = marian(init_std=1.0, dropout=0.15, attention_dropout=0.2, activation_dropout=0.3)
+    peaks = attention_peaks(reference)
+    assert min(peaks.values()) > 0.6, peaks  # uniform attention over the 7 source tokens would be 1/7
+    converted = convert_marian(reference)
+    config = converted.config
+    assert (config.dropout, config.attention_dropout, config.activation_dropout) == (0.15, 0.2, 0.3)
+    ours, theirs = converted.state_dict(), reference.state_dict()
+    rebuilt = {name for name in theirs if name.endswith("embed_positions.weight")}  # sinusoids, from the layout
+    assert set(ours) == {vanilla_name(name) for name in set(theirs) - rebuilt}
+    assert vanilla_name("model.decoder.layers.1.fc2.weight") == "model.decoder.layers.1.ffn.fc2.weight"
+    query_bias = "model.encoder.layers.0.self_attn.q_proj.bias"
+    assert vanilla_name(query_bias) == query_bias
+    for name in set(theirs) - rebuilt:
+        assert torch.equal(ours[vanilla_name(name)], theirs[name]), name
+    assert attention_peaks(converted) == pytest.approx(peaks, abs=1e-5)
+    assert_same_function(reference, converted, atol=1e-4)
+    source = {k: v for k, v in random_batch(7, PAD).items() if k != "labels"}
+    every_beam = dict(num_beams=4, num_return_sequences=4, length_penalty=0.6, max_new_tokens=10)
+    assert torch.equal(converted.generate(**source, **every_beam), reference.generate(**source, **every_beam))
 
 
 def test_zero_final_logits_bias_leaves_the_option_off() -> None:
