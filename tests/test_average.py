@@ -3,15 +3,20 @@
 import pytest
 import torch
 from conftest import tiny_config
+from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.average import average_checkpoints, last_checkpoints, main
+from vanilla_transformer.average import average_checkpoints, average_state_dicts, last_checkpoints, main
 
 
 def save_checkpoint(folder, seed):
+    """A random model with every parameter perturbed (fresh inits share all biases and LayerNorms), saved."""
     torch.manual_seed(seed)
     model = VanillaTransformerForConditionalGeneration(tiny_config())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))
     model.save_pretrained(str(folder))
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -53,15 +58,27 @@ def test_two_checkpoints_average_to_their_mean_and_stay_tied(tmp_path):
     main([str(tmp_path), "--last", "2", "--output", str(tmp_path / "avg")])
     model = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "avg"))
     loaded = model.state_dict()
+    assert loaded.keys() == a.keys()
     for key in a:
-        if a[key].is_floating_point() and not torch.equal(a[key], b[key]):
-            torch.testing.assert_close(loaded[key], (a[key] + b[key]) / 2)
+        assert not torch.equal(a[key], b[key]), key  # every tensor, 1-D ones included, differs between the two
+        torch.testing.assert_close(loaded[key], (a[key] + b[key]) / 2)
     assert model.lm_head.weight.data_ptr() == model.model.shared.weight.data_ptr()
     torch.testing.assert_close(model.model.shared.weight, (a["model.shared.weight"] + b["model.shared.weight"]) / 2)
     ids = torch.tensor([[5, 6, 7, 2]])
     with torch.no_grad():
         logits = model(input_ids=ids, decoder_input_ids=ids).logits
     assert torch.isfinite(logits).all()
+
+
+def test_every_tensor_is_the_mean_of_three_checkpoints(tmp_path):
+    saved = [save_checkpoint(tmp_path / f"checkpoint-{step}", seed=step) for step in (10, 20, 30)]
+    averaged = average_state_dicts(last_checkpoints(str(tmp_path), 3))
+    on_disk = load_file(tmp_path / "checkpoint-10" / "model.safetensors")
+    assert averaged.keys() == on_disk.keys()
+    for key in averaged:
+        mean = sum(state[key].double() for state in saved) / 3
+        assert averaged[key].dtype == on_disk[key].dtype
+        torch.testing.assert_close(averaged[key].double(), mean, rtol=0, atol=1e-6, msg=key)
 
 
 def test_mismatched_checkpoints_are_refused(tmp_path):
