@@ -18,6 +18,7 @@ import vanilla_transformer  # noqa: F401  (registers the model with the Auto cla
 from vanilla_transformer.config_file import ConfigError, parse_config
 from vanilla_transformer.data import DataError
 from vanilla_transformer.hub import card_values, fill_model_card, push_to_hub
+from vanilla_transformer.saving import save_with_pipeline
 from vanilla_transformer.training import (
     build_model,
     build_tokenizer,
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     trainer.save_model(config.output_dir)  # model + code + generation config + tokenizer (main process only)
     if trainer.is_world_process_zero():
+        save_with_pipeline(trainer.model, tokenizer, config.output_dir)  # + the "vanilla-translation" pipeline
         print(report(results), flush=True)
         trainer.save_metrics("all", {k: v for k, v in results.items() if k != "samples"} | {"train_minutes": minutes})
         training = {"steps": trainer.state.global_step, "minutes": minutes, "processes": args.world_size}

@@ -87,3 +87,24 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
     VanillaTransformerForConditionalGeneration(tiny_config(d_model=16)).save_pretrained(str(tmp_path / "checkpoint-2"))
     with pytest.raises(ValueError, match=r"` is \(16,\) in .*checkpoint-2 but \(32,\)"):
         average_checkpoints(last_checkpoints(str(tmp_path), 2), str(tmp_path / "avg"))
+
+
+def test_averaged_model_carries_the_translation_pipeline(tmp_path):
+    import json
+
+    from reversal_task import reversal_model
+    from transformers import pipeline
+
+    from vanilla_transformer.pipeline_vanilla_transformer import TASK
+
+    model, tokenizer = reversal_model()
+    for step in (1, 2):  # as Trainer writes checkpoints: model + tokenizer, no pipeline
+        model.save_pretrained(str(tmp_path / f"checkpoint-{step}"))
+        tokenizer.save_pretrained(str(tmp_path / f"checkpoint-{step}"))
+    main([str(tmp_path), "--last", "2", "--output", str(tmp_path / "avg")])
+    assert (tmp_path / "avg" / "pipeline_vanilla_transformer.py").is_file()
+    config = json.loads((tmp_path / "avg" / "config.json").read_text())
+    assert config["custom_pipelines"][TASK]["impl"] == "pipeline_vanilla_transformer.VanillaTranslationPipeline"
+    pipe = pipeline(TASK, model=str(tmp_path / "avg"), trust_remote_code=True)  # the pipeline code of the folder
+    translated = pipe(["a b c", "d e f g"], max_new_tokens=8)
+    assert [result["translation_text"] for result in translated] == ["c b a", "g f e d"]  # same weights averaged

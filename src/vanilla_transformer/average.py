@@ -7,7 +7,8 @@ Not shipped to the Hub. Usage:
 
 The output folder loads like any checkpoint (`AutoModelForSeq2SeqLM.from_pretrained`): weights are the
 element-wise mean of the checkpoints' weights; config, generation config, model code and tokenizer files are
-taken from the newest checkpoint.
+taken from the newest checkpoint, and the code of the "vanilla-translation" pipeline is saved with them (when the
+checkpoint has a tokenizer), so that `pipeline("vanilla-translation", model=output, trust_remote_code=True)` works.
 """
 
 import argparse
@@ -19,7 +20,9 @@ from collections.abc import Sequence
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForSeq2SeqLM, PreTrainedModel
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+
+from .saving import save_with_pipeline
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TOKENIZER_FILES = (
@@ -92,7 +95,7 @@ def average_state_dicts(paths: Sequence[str]) -> dict[str, torch.Tensor]:
 
 
 def average_checkpoints(paths: Sequence[str], output_dir: str) -> PreTrainedModel:
-    """Average the checkpoints in `paths` and save a loadable model (plus tokenizer files) to `output_dir`."""
+    """Average the checkpoints in `paths` and save a loadable model (plus tokenizer and pipeline) to `output_dir`."""
     averaged = average_state_dicts(paths)
     newest = paths[-1]
     model = AutoModelForSeq2SeqLM.from_pretrained(newest)
@@ -104,8 +107,11 @@ def average_checkpoints(paths: Sequence[str], output_dir: str) -> PreTrainedMode
             f"unexpected {sorted(unexpected)}."
         )
     model.tie_weights()
-    model.save_pretrained(output_dir)
-    for name in TOKENIZER_FILES:
+    if any(os.path.isfile(os.path.join(newest, name)) for name in TOKENIZER_FILES):
+        save_with_pipeline(model, AutoTokenizer.from_pretrained(newest), output_dir)
+    else:
+        model.save_pretrained(output_dir)
+    for name in TOKENIZER_FILES:  # the checkpoint's own files, byte for byte
         if os.path.isfile(os.path.join(newest, name)):
             shutil.copyfile(os.path.join(newest, name), os.path.join(output_dir, name))
     return model

@@ -2,7 +2,8 @@
 
 Not shipped to the Hub. A published repo holds exactly what `from_pretrained(..., trust_remote_code=True)` and
 `AutoTokenizer.from_pretrained` need: config, weights, generation config, the shipped model code, the tokenizer
-files, and `README.md` (the project's `model_card.md` filled with this run's config, data and scores).
+files, the code of the "vanilla-translation" pipeline, and `README.md` (the project's `model_card.md` filled with
+this run's config, data and scores).
 """
 
 import os
@@ -12,6 +13,8 @@ import tempfile
 import yaml
 from huggingface_hub import HfApi
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .saving import save_with_pipeline
 
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 TEMPLATE_NOTE = re.compile(r"<!--.*?-->\n*", re.DOTALL)  # notes for the template's editors, not for the card
@@ -98,13 +101,13 @@ def card_values(run: dict, model: PreTrainedModel, results: dict, training: dict
 
 
 def stage_repo(folder: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, card: str) -> list[str]:
-    """Write the files of a Hub repo into `folder`: model + code + generation config, tokenizer, README.md.
+    """Write the files of a Hub repo into `folder`: model + code + generation config, tokenizer, the translation
+    pipeline's code, README.md.
 
     Returns:
         The sorted relative paths written.
     """
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_with_pipeline(model, tokenizer, folder)
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
         handle.write(card)
     return sorted(

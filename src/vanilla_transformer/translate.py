@@ -6,19 +6,28 @@
 
 Sentences come from the arguments, else from `--file` (one per line, with a progress bar), else from standard
 input (one per line; line by line when typed at a terminal). They are translated in batches with
-`VanillaTranslationPipeline` (beam search, length penalty and maximum length as options), and the translations
-are printed one per line, in input order; an empty input line gives an empty output line.
+`VanillaTranslationPipeline`, and the translations are printed one per line, in input order; an empty input line
+gives an empty output line.
+
+Decoding follows the model's saved generation config (`generation_config.json`: beam size, length penalty,
+maximum length, ...); `--num-beams`, `--length-penalty` and `--max-new-tokens` override it. A sentence longer
+than the model accepts (`max_position_embeddings`, or the tokenizer's `model_max_length` if smaller) is refused
+with an error naming its line (exit status 2), or, with `--truncate`, cut to that length with a warning naming
+the line. Sentences are numbered like lines from 1 (an argument counts as a line).
 """
 
 import argparse
+import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .data import read_lines
 from .pipeline_vanilla_transformer import VanillaTranslationPipeline
+
+logger = logging.getLogger(__name__)
 
 
 def load(model_path: str, device: str = "cpu") -> VanillaTranslationPipeline:
@@ -29,50 +38,179 @@ def load(model_path: str, device: str = "cpu") -> VanillaTranslationPipeline:
     return VanillaTranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=device)
 
 
-def _default_max_new_tokens(model: PreTrainedModel) -> int:
-    """256, or fewer when the model's positional table is shorter."""
-    return min(256, getattr(model.config, "max_position_embeddings", 256))
+class SourceTooLongError(ValueError):
+    """A sentence has more tokens than the model accepts, and truncation was not asked for.
+
+    Attributes:
+        line: the sentence's position in the input, from 1.
+        length: its number of tokens (with the special tokens the tokenizer adds, e.g. `</s>`).
+        limit: the most tokens the model accepts.
+        reason: where the limit comes from (`max_position_embeddings` or the tokenizer's `model_max_length`).
+    """
+
+    def __init__(self, line: int, length: int, limit: int, reason: str) -> None:
+        self.line, self.length, self.limit, self.reason = line, length, limit, reason
+        super().__init__(self.describe("`truncate=True`"))
+
+    def describe(self, truncate_option: str) -> str:
+        """The message, naming `truncate_option` as the way to cut such sentences."""
+        return (
+            f"line {self.line} has {self.length} tokens, more than the model's limit of {self.limit} ({self.reason}): "
+            f"shorten or split it, or pass {truncate_option} to keep only its first {self.limit} tokens."
+        )
+
+
+def source_limit(pipe: VanillaTranslationPipeline) -> tuple[int, str] | None:
+    """The most source tokens the model accepts and where that limit comes from, or None if it has none.
+
+    The smaller of the model's `max_position_embeddings` and the tokenizer's `model_max_length`: the length the
+    pipeline truncates to.
+    """
+    limits = [
+        (getattr(pipe.model.config, "max_position_embeddings", None), "max_position_embeddings"),
+        (getattr(pipe.tokenizer, "model_max_length", None), "the tokenizer's model_max_length"),
+    ]
+    limits = [(value, name) for value, name in limits if isinstance(value, int) and value > 0]
+    return min(limits, key=lambda limit: limit[0]) if limits else None
+
+
+def check_lengths(
+    pipe: VanillaTranslationPipeline, sentences: Sequence[str], first_line: int = 1, truncate: bool = False
+) -> None:
+    """Refuse (or, with `truncate`, warn about) the sentences longer than the model accepts.
+
+    Args:
+        pipe: the translation pipeline (its tokenizer counts the tokens).
+        sentences: the sentences; the first is line `first_line` of the input.
+        first_line: line number of `sentences[0]`, for the messages.
+        truncate: warn (logger `vanilla_transformer.translate`) instead of raising.
+
+    Raises:
+        SourceTooLongError: the first sentence that is too long, unless `truncate`.
+    """
+    if (found := source_limit(pipe)) is None:
+        return
+    limit, reason = found
+    for start in range(0, len(sentences), 4096):  # token lists of a chunk at a time, not of a whole corpus
+        chunk = [(i, text) for i, text in enumerate(sentences[start : start + 4096], start) if text.strip()]
+        lengths = pipe.tokenizer([text for _, text in chunk], verbose=False)["input_ids"] if chunk else []
+        for (i, _), ids in zip(chunk, lengths, strict=True):
+            if len(ids) <= limit:
+                continue
+            if not truncate:
+                raise SourceTooLongError(first_line + i, len(ids), limit, reason)
+            logger.warning(
+                "line %d has %d tokens: cut to the model's limit of %d (%s); its translation covers only those.",
+                first_line + i,
+                len(ids),
+                limit,
+                reason,
+            )
+
+
+def generation_overrides(
+    model: PreTrainedModel,
+    num_beams: int | None = None,
+    length_penalty: float | None = None,
+    max_new_tokens: int | None = None,
+) -> dict[str, int | float]:
+    """The `generate()` keywords for the settings given; everything else comes from `model.generation_config`.
+
+    A maximum length is passed in the form the saved config uses, so that `generate()` never sees both
+    `max_new_tokens` and `max_length`: a config that saves `max_length` (as train.py does: the decoder start
+    token + the new tokens) gets `max_length = max_new_tokens + 1`. A config that sets no length at all gets
+    min(256, `max_position_embeddings`) new tokens instead of transformers' default of 20. Asking for greedy
+    search (`num_beams=1`) from a beam-search config also resets its beam-only settings (length penalty, early
+    stopping), which would otherwise draw a warning from `generate()`.
+    """
+    gen = model.generation_config
+    kwargs: dict[str, int | float] = {}
+    if num_beams is not None:
+        kwargs["num_beams"] = num_beams
+        if num_beams == 1:
+            kwargs.update(length_penalty=1.0, early_stopping=False)
+    if length_penalty is not None:
+        kwargs["length_penalty"] = length_penalty
+    if max_new_tokens is None and gen.max_new_tokens is None and gen.max_length is None:
+        max_new_tokens = min(256, getattr(model.config, "max_position_embeddings", 256))
+    if max_new_tokens is not None:
+        if gen.max_new_tokens is None and gen.max_length is not None and model.config.is_encoder_decoder:
+            kwargs["max_length"] = max_new_tokens + 1  # the decoder input starts as one token
+        else:
+            kwargs["max_new_tokens"] = max_new_tokens
+    return kwargs
 
 
 def translate(
     pipe: VanillaTranslationPipeline,
     sentences: Iterable[str],
     batch_size: int = 32,
-    num_beams: int = 4,
-    length_penalty: float = 1.0,
+    num_beams: int | None = None,
+    length_penalty: float | None = None,
     max_new_tokens: int | None = None,
     progress: bool = False,
     total: int | None = None,
+    truncate: bool = False,
 ) -> Iterator[str]:
     """Translate `sentences` in batches of `batch_size`, yielding one translation per sentence in order.
+
+    The options are checked, and a list of sentences is checked for lengths, before this returns; sentences from
+    an iterator are checked a batch at a time, before the batch is translated.
 
     Args:
         pipe: the pipeline from `load` (or built from any seq2seq model and tokenizer).
         sentences: source sentences; empty or blank ones translate to "" without running the model.
         batch_size: sentences per `generate()` call (padded to the longest in the batch).
-        num_beams: beam size (1 = greedy).
-        length_penalty: beam-score exponent on the length (>1 favours longer outputs).
-        max_new_tokens: longest translation in tokens; default min(256, `max_position_embeddings`).
+        num_beams: beam size (1 = greedy); default: the model's generation config.
+        length_penalty: beam-score exponent on the length (>1 favours longer outputs); default: the model's
+            generation config.
+        max_new_tokens: longest translation in tokens; default: the model's generation config, or min(256,
+            `max_position_embeddings`) if it sets no length.
         progress: show a tqdm progress bar (on stderr).
         total: number of sentences, for the progress bar.
+        truncate: cut sentences longer than the model accepts, with a warning naming each, instead of refusing.
+
+    Raises:
+        ValueError: an option out of range.
+        SourceTooLongError: a sentence longer than the model accepts, unless `truncate`.
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-    if num_beams < 1:
-        raise ValueError(f"`num_beams` must be >= 1, got {num_beams}.")
-    if max_new_tokens is None:
-        max_new_tokens = _default_max_new_tokens(pipe.model)
-    if max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}.")
-    generate_kwargs = {"num_beams": num_beams, "length_penalty": length_penalty, "max_new_tokens": max_new_tokens}
+    for name, value in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)):
+        if value is not None and value < 1:
+            raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    generate_kwargs = generation_overrides(pipe.model, num_beams, length_penalty, max_new_tokens)
+    checked = isinstance(sentences, Sequence) and not isinstance(sentences, str)
+    if checked:
+        check_lengths(pipe, sentences, truncate=truncate)
+    return _translate_batches(pipe, sentences, batch_size, generate_kwargs, progress, total, truncate, checked)
+
+
+def _translate_batches(
+    pipe: VanillaTranslationPipeline,
+    sentences: Iterable[str],
+    batch_size: int,
+    generate_kwargs: dict[str, int | float],
+    progress: bool,
+    total: int | None,
+    truncate: bool,
+    checked: bool,
+) -> Iterator[str]:
+    """The generator behind `translate` (options already checked; lengths too when `checked`)."""
     bar = tqdm(total=total, unit="sent", disable=not progress, file=sys.stderr)
     batch: list[str] = []
+    done = 0
 
     def flush() -> list[str]:
+        nonlocal done
+        if not checked:
+            check_lengths(pipe, batch, first_line=done + 1, truncate=truncate)
         texts = [text for text in batch if text.strip()]
-        results = iter(pipe(texts, batch_size=batch_size, **generate_kwargs) if texts else [])
+        options = {"truncation": truncate, **generate_kwargs}
+        results = iter(pipe(texts, batch_size=batch_size, **options) if texts else [])
         out = [next(results)["translation_text"] if text.strip() else "" for text in batch]
         bar.update(len(batch))
+        done += len(batch)
         batch.clear()
         return out
 
@@ -85,6 +223,17 @@ def translate(
     bar.close()
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -95,16 +244,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="model folder or Hub id (model + tokenizer)")
     parser.add_argument("--file", help="read sentences from this file, one per line")
     parser.add_argument("--output", help="write translations to this file instead of stdout")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-beams", type=int, default=4, help="beam size (1 = greedy)")
-    parser.add_argument("--length-penalty", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: min(256, model positions)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="sentences per batch (default: 32)")
+    saved = "default: the model's generation config"
+    parser.add_argument("--num-beams", type=_positive_int, help=f"beam size, 1 = greedy ({saved})")
+    parser.add_argument("--length-penalty", type=float, help=f"> 1 favours longer translations ({saved})")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        help=f"longest translation in tokens ({saved}; min(256, max_position_embeddings) if it sets no length)",
+    )
+    parser.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut sentences longer than the model accepts, with a warning naming each line "
+        "(default: refuse them with an error)",
+    )
     parser.add_argument("--device", default="cpu", help='e.g. "cpu", "cuda", "cuda:1"')
     args = parser.parse_args(argv)
     if args.sentences and args.file:
         parser.error("give sentences as arguments or --file, not both")
 
     pipe = load(args.model, device=args.device)
+    positions = getattr(pipe.model.config, "max_position_embeddings", None)
+    if args.max_new_tokens is not None and isinstance(positions, int) and args.max_new_tokens > positions:
+        parser.error(f"--max-new-tokens {args.max_new_tokens} is more than the model's {positions} positions")
     total = None
     if args.sentences:
         sentences: Iterable[str] = args.sentences
@@ -122,13 +285,18 @@ def main(argv: list[str] | None = None) -> None:
         max_new_tokens=args.max_new_tokens,
         progress=args.file is not None,
         total=total,
+        truncate=args.truncate,
     )
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    out = None
     try:
-        for translation in translate(pipe, sentences, **options):
+        translations = translate(pipe, sentences, **options)  # refuses over-long arguments or file lines here
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        for translation in translations:
             print(translation, file=out, flush=out is sys.stdout)
+    except SourceTooLongError as error:
+        parser.exit(2, f"{parser.prog}: error: {error.describe('--truncate')}\n")
     finally:
-        if out is not sys.stdout:
+        if out is not None and out is not sys.stdout:
             out.close()
 
 
