@@ -8,8 +8,8 @@ that the two compute the same function (logits, greedy tokens). Every measuremen
 
 Measured per size:
   1. training throughput: target tokens/s of forward + backward + AdamW step (teacher forcing,
-     label smoothing 0.1 for both: ours in its loss, Marian's logits through `cross_entropy(label_smoothing=0.1)`
-     as Trainer's label smoother would);
+     label smoothing 0.1 for both through the same recipe loss, `vanilla_transformer.losses`, as train.py
+     trains every model);
   2. generation throughput: new tokens/s, greedy and beam 4, batch 1 and 16, exactly 64 new tokens,
      with cache (greedy without cache as a reference);
   3. peak memory of a training step: bytes of live tensors above the state before the step, from the
@@ -45,6 +45,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration  # noqa: E402
 from vanilla_transformer.convert import vanilla_name  # noqa: E402
+from vanilla_transformer.losses import label_smoothed_cross_entropy  # noqa: E402
 
 hf_logging.set_verbosity_error()
 
@@ -97,7 +98,6 @@ def build_models(size: dict, attn: str, seed: int, max_positions: int = 256) -> 
             normalize_before=False,
             positional_encoding_layout="concatenated",
             add_final_logits_bias=False,
-            label_smoothing=LABEL_SMOOTHING,
             attn_implementation=attn,
         )
     )
@@ -271,14 +271,9 @@ def training_step_fn(model: nn.Module, is_ours: bool, batch: dict) -> Callable[[
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step() -> float:
-        if is_ours:
-            loss = model(**batch).loss
-        else:  # Marian's own loss has no label smoothing: smooth the logits as Trainer would
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            logits = model(**inputs).logits
-            loss = nn.functional.cross_entropy(
-                logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), label_smoothing=LABEL_SMOOTHING
-            )
+        inputs = {k: v for k, v in batch.items() if k != "labels"}  # as Trainer pops them for the recipe loss
+        smoothed, _ = label_smoothed_cross_entropy(model(**inputs).logits, batch["labels"], LABEL_SMOOTHING)
+        loss = smoothed / int((batch["labels"] != -100).sum())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -30,7 +30,6 @@ def tiny_config(**overrides: object):
         decoder_ffn_dim=64,
         max_position_embeddings=64,
         dropout=0.0,
-        label_smoothing=0.0,
     )
     fields.update(overrides)
     return VanillaTransformerConfig(**fields)

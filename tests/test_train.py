@@ -192,9 +192,9 @@ def test_continue_from_a_pretrained_model(reference, tmp_path):
     assert vocabularies[0] == vocabularies[1]  # the pretrained model's tokenizer, not a newly trained BPE
 
     tokenizer = AutoTokenizer.from_pretrained(reference["dir"])
-    changed = [reference["config"], pretrained, "model.config.dropout=0.3", "training.label_smoothing=0.2"]
+    changed = [reference["config"], pretrained, "model.config.dropout=0.3"]
     model = build_model(parse_config(changed, reference["config"]), tokenizer)
-    assert (model.config.dropout, model.config.label_smoothing) == (0.3, 0.2)
+    assert model.config.dropout == 0.3
     assert model.model.encoder.dropout == 0.3  # set before the modules were built, so it takes effect
     with pytest.raises(ConfigError, match=r"`model.config.d_model` is 64 but .* architecture is fixed"):
         build_model(parse_config([*changed, "model.config.d_model=64"], reference["config"]), tokenizer)
@@ -215,4 +215,7 @@ def test_same_recipe_trains_a_marian_model(tmp_path):
     assert (model.config.pad_token_id, model.config.decoder_start_token_id, model.config.eos_token_id) == (0, 1, 2)
     assert model.generation_config.forced_eos_token_id == 2  # Marian's default (0) would force <pad>
     args = torch.load(str(tmp_path / "run" / "training_args.bin"), weights_only=False)
-    assert args.label_smoothing_factor == 0.1  # Marian has no label-smoothing field: Trainer smooths
+    assert args.label_smoothing_factor == 0.0  # the recipe's own label-smoothed loss, not Trainer's smoother
+    state = json.load(open(tmp_path / "run" / "checkpoint-6" / "trainer_state.json", encoding="utf-8"))
+    logged = [row for row in state["log_history"] if "loss" in row]
+    assert logged and all(0 < row["nll_loss"] != row["loss"] for row in logged)  # smoothed loss and NLL logged

@@ -24,8 +24,11 @@ class VanillaTransformerConfig(PreTrainedConfig):
     | `encoder_attention_heads`, `decoder_attention_heads` | h     | 8     | 16    |
     | `d_model / heads`                             | d_k = d_v    | 64    | 64    |
     | `dropout`                                     | P_drop       | 0.1   | 0.3   |
-    | `label_smoothing`                             | epsilon_ls   | 0.1   | 0.1   |
     | `vocab_size` (shared source/target BPE)       | ~37000 (EN-DE) |     |       |
+
+    Label smoothing (epsilon_ls = 0.1) belongs to the training recipe, not to the model: `outputs.loss` is the plain
+    cross-entropy. `train.py` applies it (`training.label_smoothing`) through `vanilla_transformer.losses`. Configs
+    saved by earlier versions with a `label_smoothing` field still load; the field has no effect.
 
     Args:
         vocab_size: Size of the shared source/target vocabulary.
@@ -51,7 +54,6 @@ class VanillaTransformerConfig(PreTrainedConfig):
             "concatenated" puts all sines first, then all cosines (Marian / OPUS-MT checkpoints).
         add_final_logits_bias: Add a learned-free bias buffer to the logits (Marian's `final_logits_bias`,
             for converted checkpoints). The paper has none.
-        label_smoothing: Label smoothing of the training loss (epsilon_ls).
         init_std: Initialisation (not specified by the paper). None: Xavier-uniform linear layers and embeddings
             N(0, d_model^-0.5), the tensor2tensor/fairseq convention. A number: N(0, init_std) for linear layers
             and embeddings, as BART/Marian (0.02), which trained faster in short runs (bench/multi30k.md).
@@ -89,7 +91,6 @@ class VanillaTransformerConfig(PreTrainedConfig):
     scale_embedding: bool = True
     positional_encoding_layout: str = "interleaved"
     add_final_logits_bias: bool = False
-    label_smoothing: float | int = 0.1
     init_std: float | None = None
     use_cache: bool = True
     is_encoder_decoder: bool = True
@@ -130,8 +131,6 @@ class VanillaTransformerConfig(PreTrainedConfig):
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing}.")
         if self.init_std is not None and not self.init_std > 0:
             raise ValueError(f"`init_std` must be a positive number or None (Xavier), got {self.init_std}.")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):

@@ -10,7 +10,6 @@ explicit field of `VanillaTransformerConfig`, so the converted model computes th
 - the feed-forward activation ("swish" in OPUS-MT): `activation_function`;
 - `share_encoder_decoder_embeddings=False` or `tie_word_embeddings=False`: `tie_word_embeddings=False`
   (encoder embeddings, decoder embeddings and output projection become independent matrices);
-- plain cross-entropy training loss: `label_smoothing=0.0`;
 - generation settings (beam size, forced EOS, bad words, decoder start = pad): the copied `generation_config`.
 
 What cannot be represented raises a `ValueError` naming the reason: separate source and target vocabularies of
@@ -91,7 +90,6 @@ def marian_config_to_vanilla(marian_config: object, final_logits_bias: torch.Ten
         scale_embedding=c.scale_embedding,
         positional_encoding_layout="concatenated",
         add_final_logits_bias=bool(final_logits_bias.detach().ne(0).any()),
-        label_smoothing=0.0,  # Marian's loss is plain cross-entropy
         use_cache=c.use_cache,
         pad_token_id=c.pad_token_id,
         bos_token_id=c.bos_token_id,

@@ -4,7 +4,8 @@ Read top to bottom in the paper's order: shifted decoder inputs (teacher forcing
 encoding (Section 3.5), scaled dot-product and multi-head attention (Sections 3.2.1-3.2.3: encoder
 self-attention, decoder masked self-attention, encoder-decoder cross-attention), position-wise feed-forward
 network (Section 3.3), the encoder and decoder layers (Section 3.1), the stacks, and the output projection
-tied to the embeddings (Section 3.4) with a label-smoothed loss (Section 5.4).
+tied to the embeddings (Section 3.4). `outputs.loss` is the plain cross-entropy, as in every transformers model;
+the paper's label smoothing (Section 5.4) is part of the training recipe (`vanilla_transformer.losses`).
 
 Shape legend: B batch, S source length, T target length, H heads, D head dim (d_k = d_v), E d_model,
 F d_ff, V vocabulary size, P past (cached) target length.
@@ -795,59 +796,6 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Section 5.4: label-smoothed cross-entropy, summed over the target tokens.
-# ---------------------------------------------------------------------------------------------------------
-class _LabelSmoothedCrossEntropy(torch.autograd.Function):
-    """`cross_entropy(logits, labels, ignore_index, reduction="sum", label_smoothing=epsilon)`, memory-lean.
-
-    loss_i = (1 - epsilon) * (lse_i - z_i,y) + epsilon * (lse_i - mean_v z_i,v), lse = logsumexp(z). The backward
-    pass keeps only the logits (already alive: they are returned) and the (N,) lse, instead of a (N, V) log-softmax,
-    and writes the gradient softmax(z) - (1 - epsilon) onehot(y) - epsilon / V straight into one (N, V) tensor.
-    Float32 math in row chunks, so half-precision logits are never copied to float32 whole.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        epsilon: float,
-        ignore_index: int,
-    ) -> torch.Tensor:
-        """Args: logits (N, V), labels (N,). Returns: the summed loss, a float32 scalar."""
-        rows = max(1, 2**22 // logits.shape[-1])  # float32 working set of ~16 MiB per chunk
-        valid = labels != ignore_index
-        safe_labels = labels.masked_fill(~valid, 0)
-        lse = torch.cat([torch.logsumexp(part.float(), dim=-1) for part in logits.split(rows)])  # (N,)
-        target = logits.gather(1, safe_labels[:, None]).squeeze(1).float()  # (N,)
-        mean = logits.mean(dim=-1, dtype=torch.float32)  # (N,)
-        per_token = (1.0 - epsilon) * (lse - target) + epsilon * (lse - mean)
-        ctx.save_for_backward(logits, lse, safe_labels, valid)
-        ctx.epsilon, ctx.rows = epsilon, rows
-        return (per_token * valid).sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
-        logits, lse, safe_labels, valid = ctx.saved_tensors
-        epsilon, rows = ctx.epsilon, ctx.rows
-        scale = (grad_output * valid)[:, None]  # (N, 1); ignored positions get no gradient
-        grad = torch.empty_like(logits)
-        for start in range(0, logits.shape[0], rows):
-            part = slice(start, start + rows)
-            if logits.dtype == torch.float32:
-                chunk = torch.sub(logits[part], lse[part, None], out=grad[part]).exp_()  # softmax, in place
-            else:
-                chunk = (logits[part].float() - lse[part, None]).exp_()
-            chunk.sub_(epsilon / logits.shape[-1])
-            chunk.scatter_add_(1, safe_labels[part, None], chunk.new_full((chunk.shape[0], 1), epsilon - 1.0))
-            chunk.mul_(scale[part])
-            if chunk.data_ptr() != grad[part].data_ptr():
-                grad[part] = chunk
-        return grad, None, None, None
-
-
 class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedModel, GenerationMixin):
     """The model plus the pre-softmax linear map, tied to the shared embeddings (Section 3.4)."""
 
@@ -895,7 +843,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             logits_to_keep: compute logits for the last `logits_to_keep` positions only (0 = all); generation
                 asks for 1.
             num_items_in_batch: target tokens in the whole accumulated/distributed batch (passed by Trainer);
-                the loss is the summed label-smoothed cross-entropy divided by it.
+                the loss is the summed cross-entropy divided by it.
 
         Returns:
             `logits` (B, T or logits_to_keep, V) and, with `labels`, the per-token `loss`.
@@ -942,11 +890,11 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
 
         loss = None
         if labels is not None:
-            loss = _LabelSmoothedCrossEntropy.apply(
-                logits.view(-1, logits.shape[-1]),
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(),
                 labels.to(logits.device).reshape(-1),
-                float(self.config.label_smoothing),
-                -100,
+                ignore_index=-100,
+                reduction="sum",
             )
             if num_items_in_batch is None:
                 num_items_in_batch = (labels != -100).sum()
@@ -988,7 +936,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         return embeddings
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, T) labels -> (B, T) decoder inputs; used by `DataCollatorForSeq2Seq` for label smoothing."""
+        """(B, T) labels -> (B, T) decoder inputs; `DataCollatorForSeq2Seq` builds them when Trainer pops labels."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     def _reorder_cache(self, past_key_values: Cache, beam_idx: torch.LongTensor) -> Cache:

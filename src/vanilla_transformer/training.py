@@ -40,6 +40,7 @@ from .data import (
     load_local_split,
     number_words_splits,
 )
+from .losses import LabelSmoothedLoss
 from .safety import (
     NonFiniteLossGuard,
     atomic_write_text,
@@ -304,8 +305,7 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
     """`AutoModelForSeq2SeqLM` from `model.config` (any registered seq2seq type) or from `model.name_or_path`.
 
     Vocabulary size and special token ids come from the tokenizer; the generation config gets the paper's beam
-    search. Label smoothing goes into the model config when the model has that field (its loss honours the
-    token count of the whole batch), otherwise Trainer applies it (see `build_trainer`).
+    search. Label smoothing is the recipe's (`build_trainer`), not the model's.
 
     Raises:
         ConfigError: unknown model type or config field, or ids that contradict the tokenizer.
@@ -331,8 +331,6 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
                     "continuing from it (leave the rest of `model.config` out)."
                 )
             changes[key] = value
-        if "label_smoothing" in pretrained.to_dict():  # our model's loss smooths: the run's setting goes there
-            changes["label_smoothing"] = config.training.label_smoothing
         model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=remote, **changes)
         if model.config.vocab_size < len(tokenizer):
             raise ConfigError(
@@ -355,8 +353,6 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
                     "the special ids out of the config (they are taken from the tokenizer)."
                 )
         fields = {**config.model.config, **ids, "vocab_size": len(tokenizer)}
-        if "label_smoothing" in defaults.to_dict():
-            fields["label_smoothing"] = config.training.label_smoothing
         model_config = AutoConfig.for_model(config.model.model_type, **fields)
         model = AutoModelForSeq2SeqLM.from_config(model_config)
     for key, value in ids.items():
@@ -419,6 +415,14 @@ class TranslationTrainer(Seq2SeqTrainer):
             pin_memory=self.args.dataloader_pin_memory,
         )
         return self.accelerator.prepare(loader)
+
+    def log(self, logs: dict[str, float], *args: object, **kwargs: object) -> None:
+        """Trainer's log, plus `nll_loss` beside the label-smoothed training `loss` (this process's batches)."""
+        if "loss" in logs and isinstance(self.compute_loss_func, LabelSmoothedLoss):
+            nll = self.compute_loss_func.pop_nll()
+            if nll is not None:
+                logs = {**logs, "nll_loss": round(nll, 4)}
+        super().log(logs, *args, **kwargs)
 
     def evaluation_loop(self, *args: object, **kwargs: object) -> object:
         """Gather with `gather_for_metrics`, which drops the rows accelerate repeats to even out the processes.
@@ -511,8 +515,6 @@ def build_trainer(
     if "validation" not in data and args.eval_strategy != "no":  # e.g. a Hub dataset without a validation split
         logger.warning("No validation split: no evaluation during training, the last checkpoint is final.")
         args.eval_strategy, args.load_best_model_at_end, args.metric_for_best_model = IntervalStrategy.NO, False, None
-    if "label_smoothing" not in model.config.to_dict():
-        args.label_smoothing_factor = config.training.label_smoothing  # Trainer's smoother honours the token count
     sampler = None
     if config.training.max_tokens:
         train = data["train"]
@@ -535,6 +537,7 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         compute_metrics=compute_metrics,
+        compute_loss_func=LabelSmoothedLoss(config.training.label_smoothing),  # Trainer pops the labels
         callbacks=build_callbacks(config, sampler),
         train_batch_sampler=sampler,
     )
