@@ -1,0 +1,103 @@
+"""Inference precisions: bf16, fp16 and int8 translate (nearly) like fp32, through the library, the pipeline and the
+translate command."""
+
+import copy
+import os
+
+import pytest
+import torch
+from reversal_task import WORDS, reversal_model
+from transformers import pipeline
+
+from vanilla_transformer.pipeline_vanilla_transformer import TASK, VanillaTranslationPipeline
+from vanilla_transformer.precision import PRECISIONS, model_precision, to_inference
+from vanilla_transformer.translate import main as translate_main
+
+# 64 word sequences of 2-5 words (some repeated words): the reversal model gets most of them right
+SENTENCES = [" ".join(WORDS[(7 * i + 5 * j + i * j) % 12] for j in range(2 + i % 4)) for i in range(64)]
+
+
+def translations(model: torch.nn.Module, tokenizer, **generate_kwargs: object) -> list[str]:
+    inputs = tokenizer(SENTENCES, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=8, **generate_kwargs)
+    return tokenizer.batch_decode(output, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])
+def test_reduced_precisions_translate_like_fp32(precision: str) -> None:
+    model, tokenizer = reversal_model()
+    reference = {beams: translations(model, tokenizer, num_beams=beams) for beams in (1, 4)}
+    correct = sum(text == " ".join(s.split()[::-1]) for text, s in zip(reference[1], SENTENCES, strict=True))
+    assert correct >= 50  # a trained model, so agreement below means something
+    converted = to_inference(copy.deepcopy(model), precision)
+    assert model_precision(converted) == precision and model_precision(model) == "fp32"
+    for beams, expected in reference.items():
+        got = translations(converted, tokenizer, num_beams=beams)
+        same = sum(a == b for a, b in zip(got, expected, strict=True))
+        assert same >= 58, (precision, beams, same)  # >= 90 % of the sentences
+
+
+def test_what_each_precision_does_to_the_model() -> None:
+    model, _ = reversal_model()
+    bf16 = to_inference(copy.deepcopy(model).train(), "bf16")
+    assert not bf16.training and {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    int8 = copy.deepcopy(model)
+    assert to_inference(int8, "int8") is int8  # in place, like `.to()`
+    linears = [m for m in int8.modules() if type(m) is torch.nn.Linear]
+    quantized = [m for m in int8.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert not linears and len(quantized) == len([m for m in model.modules() if type(m) is torch.nn.Linear])
+    assert quantized[0].weight().qscheme() == torch.per_channel_affine  # one scale per output channel
+    assert int8.model.shared.weight.dtype == torch.float32  # embeddings stay float32
+    back = to_inference(bf16, "fp32")
+    assert {p.dtype for p in back.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="already int8"):
+        to_inference(int8, "bf16")
+    with pytest.raises(ValueError, match="choose one of fp32, bf16, fp16, int8"):
+        to_inference(model, "int4")
+    assert PRECISIONS == ("fp32", "bf16", "fp16", "int8")
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory) -> str:
+    model, tokenizer = reversal_model()
+    folder = tmp_path_factory.mktemp("reversal_pipeline")
+    VanillaTranslationPipeline(model=model, tokenizer=tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
+def test_pipeline_precision_option_locally_and_as_remote_code(pipeline_dir: str) -> None:
+    assert "precision.py" in os.listdir(pipeline_dir)  # the shipped pipeline's sibling is saved beside it
+    model, tokenizer = reversal_model()
+    expected = VanillaTranslationPipeline(model=model, tokenizer=tokenizer)(SENTENCES[:8], max_new_tokens=8)
+    local = VanillaTranslationPipeline(model=copy.deepcopy(model), tokenizer=tokenizer, precision="int8")
+    assert model_precision(local.model) == "int8"
+    remote = pipeline(TASK, model=pipeline_dir, trust_remote_code=True, precision="bf16")
+    assert type(remote).__module__.startswith("transformers_modules.") and remote.model.dtype == torch.bfloat16
+    for pipe in (local, remote):
+        got = pipe(SENTENCES[:8], max_new_tokens=8)
+        assert sum(a == b for a, b in zip(got, expected, strict=True)) >= 7
+
+
+def test_translate_command_precision(pipeline_dir: str, capsys) -> None:
+    translate_main(["--model", pipeline_dir, "--num-beams", "1", "--max-new-tokens", "8", *SENTENCES[:8]])
+    expected = capsys.readouterr().out.splitlines()
+    for precision in ("bf16", "int8"):
+        translate_main(
+            [
+                "--model",
+                pipeline_dir,
+                "--num-beams",
+                "1",
+                "--max-new-tokens",
+                "8",
+                "--precision",
+                precision,
+                *SENTENCES[:8],
+            ]
+        )
+        got = capsys.readouterr().out.splitlines()
+        assert sum(a == b for a, b in zip(got, expected, strict=True)) >= 7
+    with pytest.raises(SystemExit) as exit_info:
+        translate_main(["--model", pipeline_dir, "--precision", "int4", "a b"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
