@@ -210,6 +210,28 @@ def test_token_budget_under_several_processes(processes):
             assert len(batch) * max(max(src[i], tgt[i]) for i in batch) <= 150
 
 
+@pytest.mark.parametrize(("multiple_of", "splits"), [(2, 1), (3, 2), (4, 3), (8, 3)])
+def test_token_budget_splits_the_largest_batches_until_every_step_is_full(multiple_of, splits):
+    """These lengths pack into 85 batches, a multiple of none of 2, 3, 4, 8: the largest batches are halved until
+    the count is one (86, 87, 88, 88), and the processes then each get as many batches, every example once."""
+    src, tgt = random_lengths(301, seed=1)
+    packed = TokenBudgetBatchSampler(src, tgt, max_tokens=150, seed=0).batches
+    assert len(packed) == 85
+    sampler = TokenBudgetBatchSampler(src, tgt, max_tokens=150, multiple_of=multiple_of, seed=0)
+    assert len(sampler) == 85 + splits and len(sampler) % multiple_of == 0
+    kept = [batch for batch in packed if batch in sampler.batches]
+    halved = [batch for batch in packed if batch not in sampler.batches]
+    assert len(halved) == splits and len(kept) == 85 - splits
+    for batch in halved:  # split in two halves, and only batches at least as large as every kept one
+        half = len(batch) // 2
+        assert batch[:half] in sampler.batches and batch[half:] in sampler.batches
+        assert len(batch) >= max(len(b) for b in kept)
+    processes = multiple_of if multiple_of < 4 else 2  # e.g. 4 = 2 processes x 2 accumulation steps
+    shards = [list(BatchSamplerShard(sampler, processes, rank, even_batches=True)) for rank in range(processes)]
+    assert {len(shard) for shard in shards} == {len(sampler) // processes}
+    assert sorted(i for shard in shards for batch in shard for i in batch) == list(range(301))
+
+
 def test_token_budget_rejects_examples_longer_than_budget():
     with pytest.raises(ValueError, match=r"`max_tokens` \(10\) is smaller than the longest example \(12 tokens\)"):
         TokenBudgetBatchSampler([3, 12], [4, 5], max_tokens=10)
