@@ -7,6 +7,7 @@ file), it loads where this package is not installed:
     pipe = pipeline("vanilla-translation", model=folder, trust_remote_code=True)
     pipe(["a sentence", "another one"], num_beams=4, max_new_tokens=64)
     # [{"translation_text": "..."}, {"translation_text": "..."}]
+    pipe("a sentence", return_alignments=True)  # + "alignment" from cross-attention, see `attention_alignment`
 
 Shipped to the Hub as remote code: imports only the standard library, torch and transformers. The task is not
 called "translation" because transformers rejects that removed task name before looking at custom pipelines.
@@ -20,7 +21,40 @@ TASK = "vanilla-translation"
 
 # Keyword arguments handled by the pipeline itself; every other keyword goes to `model.generate()`.
 _PREPROCESS_KEYS = ("truncation", "max_source_length")
+_FORWARD_KEYS = ("return_alignments", "alignment_layer")
 _POSTPROCESS_KEYS = ("skip_special_tokens", "clean_up_tokenization_spaces")
+
+
+def attention_alignment(
+    cross_attention: torch.Tensor, source_ids: list, output_ids: list, special_ids: set
+) -> list[tuple[int, int]]:
+    """Word alignment read off cross-attention: each output token and the source token it attends to most.
+
+    Row r of the cross-attention is the decoding step whose query is `output_ids[r]` and which predicts
+    `output_ids[r + 1]`; the output token predicted there is aligned to the source token with the largest
+    weight in that row. Special tokens (start, end, padding) are left out on both sides and the indices count the
+    remaining tokens, so `(i, j)` reads "output token j attends most to source token i", the `i-j` of the
+    Pharaoh format. Attention is not a guaranteed alignment: it shows where the model looked, not why.
+
+    Args:
+        cross_attention: (L - 1, S) cross-attention weights of one layer (e.g. averaged over its heads), for the
+            decoder input `output_ids[:-1]` over the S source tokens.
+        source_ids: the S source token ids (padding included, as encoded), or the tokens.
+        output_ids: the L generated ids (or tokens), the decoder start token first.
+        special_ids: ids (or tokens) to leave out, e.g. the tokenizer's `all_special_ids`.
+
+    Returns:
+        `(source_index, output_index)` pairs, one per non-special output token, in output order.
+    """
+    source_positions = [p for p, token in enumerate(source_ids) if token not in special_ids]
+    if not source_positions:
+        return []
+    columns = cross_attention[:, source_positions]  # (L - 1, S') over the real source tokens
+    pairs = []
+    for row, token in enumerate(output_ids[1:]):
+        if token not in special_ids:
+            pairs.append((int(columns[row].argmax()), len(pairs)))
+    return pairs
 
 
 class VanillaTranslationPipeline(Pipeline):
@@ -30,6 +64,11 @@ class VanillaTranslationPipeline(Pipeline):
     strings (returns one such result per string; flattened to one dict per string when each has a single
     sequence). Generation keywords (`num_beams`, `length_penalty`, `max_new_tokens`, `num_return_sequences`,
     ...) pass through to `model.generate()`, at construction or per call; `batch_size` batches inputs.
+
+    With `return_alignments=True` each result also has `"alignment"`, a list of `(source_index, output_index)`
+    pairs from the cross-attention of layer `alignment_layer` (default -1, the last) averaged over its heads (see
+    `attention_alignment`), and the tokens the indices count: `"source_tokens"` and `"translation_tokens"`
+    (special tokens left out). This costs one more forward pass with the eager attention.
     """
 
     _load_tokenizer = True
@@ -40,7 +79,16 @@ class VanillaTranslationPipeline(Pipeline):
     def _sanitize_parameters(self, **kwargs: object) -> tuple[dict, dict, dict]:
         preprocess = {key: kwargs.pop(key) for key in _PREPROCESS_KEYS if key in kwargs}
         postprocess = {key: kwargs.pop(key) for key in _POSTPROCESS_KEYS if key in kwargs}
-        return preprocess, kwargs, postprocess  # the rest are generation parameters
+        forward = {key: kwargs.pop(key) for key in _FORWARD_KEYS if key in kwargs}
+        if "alignment_layer" in forward:
+            layers = self.model.config.decoder_layers
+            layer = forward["alignment_layer"]
+            if not isinstance(layer, int) or not -layers <= layer < layers:
+                raise ValueError(
+                    f"`alignment_layer` {layer!r} does not exist: the decoder has {layers} layer(s) "
+                    f"(use 0..{layers - 1}, or -1 for the last)."
+                )
+        return preprocess, {**kwargs, **forward}, postprocess  # the rest are generation parameters
 
     def __call__(self, inputs: str | list[str], **kwargs: object) -> list:
         """Translate one string or a list of strings (see the class docstring for the return format)."""
@@ -66,11 +114,48 @@ class VanillaTranslationPipeline(Pipeline):
             text, return_tensors="pt", truncation=truncation, max_length=max_source_length if truncation else None
         )
 
-    def _forward(self, model_inputs: dict[str, torch.Tensor], **generate_kwargs: object) -> dict[str, torch.Tensor]:
-        """(B, S) inputs -> `output_ids` (B, R, L) for R = `num_return_sequences` generated sequences each."""
+    def _forward(
+        self,
+        model_inputs: dict[str, torch.Tensor],
+        return_alignments: bool = False,
+        alignment_layer: int = -1,
+        **generate_kwargs: object,
+    ) -> dict[str, torch.Tensor]:
+        """(B, S) inputs -> `output_ids` (B, R, L) for R = `num_return_sequences` generated sequences each.
+
+        With `return_alignments`, also `cross_attention` (B, R, L - 1, S): the head-averaged cross-attention of
+        layer `alignment_layer`, from teacher-forcing the model on its own output, and the `input_ids` (B, S).
+        """
         batch = model_inputs["input_ids"].shape[0]
         output_ids = self.model.generate(**model_inputs, **generate_kwargs)
-        return {"output_ids": output_ids.reshape(batch, -1, output_ids.shape[-1])}
+        outputs = {"output_ids": output_ids.reshape(batch, -1, output_ids.shape[-1])}
+        if return_alignments:
+            weights = self._cross_attention(model_inputs, output_ids, alignment_layer)  # (B * R, L - 1, S)
+            outputs["cross_attention"] = weights.reshape(batch, -1, *weights.shape[1:])
+            outputs["input_ids"] = model_inputs["input_ids"]
+        return outputs
+
+    def _cross_attention(
+        self, model_inputs: dict[str, torch.Tensor], output_ids: torch.Tensor, layer: int
+    ) -> torch.Tensor:
+        """(B * R, L) generated ids -> (B * R, L - 1, S) cross-attention of `layer`, averaged over the heads.
+
+        The same weights the decoder computed while generating (step r's query is `output_ids[:, r]`), recomputed in
+        one pass: only the eager attention returns its weights, so the model switches to it and back.
+        """
+        repeats = output_ids.shape[0] // model_inputs["input_ids"].shape[0]
+        encoder_inputs = {key: value.repeat_interleave(repeats, 0) for key, value in model_inputs.items()}
+        implementation = self.model.config._attn_implementation
+        if implementation != "eager":
+            self.model.set_attn_implementation("eager")
+        try:
+            outputs = self.model(
+                **encoder_inputs, decoder_input_ids=output_ids[:, :-1], output_attentions=True, return_dict=True
+            )
+        finally:
+            if implementation != "eager":
+                self.model.set_attn_implementation(implementation)
+        return outputs.cross_attentions[layer].mean(1).float()
 
     def postprocess(
         self,
@@ -78,13 +163,26 @@ class VanillaTranslationPipeline(Pipeline):
         skip_special_tokens: bool = True,
         clean_up_tokenization_spaces: bool | None = None,
     ) -> list[dict[str, str]]:
-        """(1, R, L) ids of one input -> R dicts `{"translation_text": str}`."""
+        """(1, R, L) ids of one input -> R dicts `{"translation_text": str}` (+ the alignment, if asked for)."""
         texts = self.tokenizer.batch_decode(
             model_outputs["output_ids"][0],
             skip_special_tokens=skip_special_tokens,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
         )
-        return [{"translation_text": text} for text in texts]
+        results = [{"translation_text": text} for text in texts]
+        if "cross_attention" in model_outputs:
+            special = set(self.tokenizer.all_special_ids)
+            source_ids = model_outputs["input_ids"][0].tolist()
+            weights = model_outputs["cross_attention"][0]  # (R, L - 1, S)
+            for r, ids in enumerate(model_outputs["output_ids"][0].tolist()):
+                results[r]["alignment"] = attention_alignment(weights[r], source_ids, ids, special)
+                results[r]["source_tokens"] = self._tokens(source_ids, special)
+                results[r]["translation_tokens"] = self._tokens(ids[1:], special)
+        return results
+
+    def _tokens(self, ids: list[int], special: set[int]) -> list[str]:
+        """The tokens of `ids` without the special ones: what the alignment indices count."""
+        return self.tokenizer.convert_ids_to_tokens([token for token in ids if token not in special])
 
 
 PIPELINE_REGISTRY.register_pipeline(
