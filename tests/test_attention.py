@@ -53,9 +53,9 @@ def test_own_translation_equals_teacher_forcing_on_it(maps) -> None:
         torch.testing.assert_close(forced.kind(name), maps.kind(name))
 
 
-def test_seeds_five_by_four_cross_attention_and_no_peeking() -> None:
+def test_five_by_four_cross_attention_and_no_peeking() -> None:
     model, tokenizer = reversal_model()
-    # 3 words + </s> = 4 source tokens; <s> + 4 target words = 5 decoding steps: the seeds' [5 x 4] matrix.
+    # 3 words + </s> = 4 source tokens; <s> + 4 target words = 5 decoding steps: a [5 x 4] matrix.
     first = attention_maps(model, tokenizer, "a b c", target="c b a d")
     assert first.cross.shape[-2:] == (5, 4)
     assert first.target_tokens == ["<s>", "c", "b", "a", "d"]

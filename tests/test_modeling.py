@@ -16,7 +16,7 @@ from vanilla_transformer import (
 )
 from vanilla_transformer.modeling_vanilla_transformer import VanillaTransformerSinusoidalPositionalEncoding
 
-# The seeds' worked example: a 4-token source and the decoder input "<start> I love easy courses".
+# A worked example: a 4-token source and the decoder input "<start> I love easy courses".
 PAD, START, END = 0, 1, 2
 VOCAB = {"<pad>": PAD, "<start>": START, "<end>": END, "I": 3, "love": 4, "easy": 5, "courses": 6}
 SOURCE = torch.tensor([[7, 8, 9, 10]])  # 4 source tokens
@@ -39,7 +39,7 @@ def random_batch(config: VanillaTransformerConfig, batch: int = 3, src: int = 7,
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The seeds' worked example (d_model = 512): three kinds of attention.
+# The worked example (d_model = 512): three kinds of attention.
 # ------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def worked_example():

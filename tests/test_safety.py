@@ -1,4 +1,4 @@
-"""Nothing lost (issue 4): complete checkpoints only, kills during a save, kill-and-resume, non-finite losses."""
+"""Nothing lost in training: complete checkpoints only, kills during a save, kill-and-resume, non-finite losses."""
 
 import json
 import os
