@@ -89,7 +89,7 @@ def test_remote_code_load_in_a_fresh_process_without_the_package(tmp_path) -> No
             str(tmp_path / "inputs.pt"),
             str(tmp_path / "out.pt"),
         ],
-        cwd="/tmp",
+        cwd=tmp_path,  # away from the repository, whose src/ must not be found
         env=env,
         capture_output=True,
         text=True,
