@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import pytest
 from reversal_task import WORDS, reversal_model
@@ -119,6 +120,20 @@ def test_command_options_reach_generate(model_dir: str, capsys) -> None:
     assert len(capsys.readouterr().out.split()) == 2
 
 
+def test_command_options_are_the_arguments_generate_receives(model_dir: str, capsys) -> None:
+    """The translations of this small model need not change with every setting (a length penalty changes nothing
+    when all beams end at the same step), so check what reaches `generate()` itself."""
+    model_class = type(reversal_model()[0])
+    original = model_class.generate
+    with mock.patch.object(model_class, "generate", autospec=True, side_effect=original) as generate:
+        main(["--model", model_dir, "--num-beams", "3", "--length-penalty", "2.5", "--max-new-tokens", "7", "a b c"])
+        main(["--model", model_dir, "--num-beams", "2", "--length-penalty", "0.25", "--max-new-tokens", "5", "a b"])
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    first, second = (call.kwargs for call in generate.call_args_list)
+    assert (first["num_beams"], first["length_penalty"], first["max_new_tokens"]) == (3, 2.5, 7)
+    assert (second["num_beams"], second["length_penalty"], second["max_new_tokens"]) == (2, 0.25, 5)
+
+
 def test_command_decodes_with_the_models_saved_settings(saved_settings_dir: str, capsys, transformers_log) -> None:
     saved = dict(num_beams=3, length_penalty=2.0, early_stopping=True)
     main(["--model", saved_settings_dir, SENTENCES[3]])  # "j k l a b": 5 words, the saved length allows 3
@@ -226,7 +241,7 @@ def test_command_rejects_bad_options(model_dir: str, tmp_path, capsys) -> None:
     assert done.value.code == 2 and "more than the model's 64 positions" in capsys.readouterr().err
     with pytest.raises(SystemExit) as done:
         main(["--model", model_dir, "--file", str(tmp_path / "x.txt"), "a b"])
-    assert done.value.code == 2
+    assert done.value.code == 2 and "give sentences as arguments or --file, not both" in capsys.readouterr().err
 
 
 def translate_without_the_package(model_dir: str, sentences: list[str], tmp_path, **call_kwargs: object) -> list:
