@@ -3,13 +3,12 @@
 import json
 
 import pytest
-from conftest import copy_with_config, tiny_config
+import torch
+from conftest import SRC, TGT, copy_with_config, tiny_config
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 
 from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-
-CONFIG_ERRORS = (ValueError, TypeError, StrictDataclassError)
 
 
 def test_defaults_are_the_paper_base_model() -> None:
@@ -56,17 +55,55 @@ def test_defaults_are_the_paper_base_model() -> None:
     ],
 )
 def test_invalid_configs_raise_a_clear_error_at_construction(overrides: dict, message: str) -> None:
-    with pytest.raises(CONFIG_ERRORS, match=message):
+    with pytest.raises(StrictDataclassError, match=message):
         tiny_config(**overrides)
 
 
-def test_valid_alternatives_are_accepted() -> None:
-    config = tiny_config(activation_function="gelu", positional_encoding_layout="concatenated", normalize_before=True)
-    assert (config.activation_function, config.positional_encoding_layout, config.normalize_before) == (
-        "gelu",
-        "concatenated",
-        True,
+def sinusoids(length: int, width: int, layout: str) -> torch.Tensor:
+    """(length, width) PE(pos, 2i) = sin(pos / 10000^(2i/width)), PE(pos, 2i+1) = cos(...), "interleaved" as in
+    the paper, or all sines then all cosines ("concatenated")."""
+    angles = torch.arange(length)[:, None] / 10000 ** (torch.arange(0, width, 2) / width)
+    if layout == "concatenated":
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+@pytest.mark.parametrize(
+    ("activation", "layout", "normalize_before"), [("relu", "interleaved", False), ("gelu", "concatenated", True)]
+)
+def test_valid_alternatives_are_accepted(activation: str, layout: str, normalize_before: bool) -> None:
+    """The default and the alternative of each choice build a model that computes with it."""
+    config = tiny_config(
+        activation_function=activation, positional_encoding_layout=layout, normalize_before=normalize_before
     )
+    assert (config.activation_function, config.positional_encoding_layout, config.normalize_before) == (
+        activation,
+        layout,
+        normalize_before,
+    )
+    torch.manual_seed(0)
+    model = VanillaTransformerForConditionalGeneration(config).eval()
+    encoder = model.model.encoder
+    seen = {}
+
+    def keep(name: str, value: torch.Tensor) -> None:  # a hook returning None leaves the module's output as it is
+        seen.setdefault(name, value)
+
+    hooks = [
+        encoder.layers[0].ffn.fc1.register_forward_hook(lambda m, args, out: keep("fc1 out", out)),
+        encoder.layers[0].ffn.fc2.register_forward_hook(lambda m, args, out: keep("fc2 in", args[0])),
+        encoder.embed_positions.register_forward_hook(lambda m, args, out: keep("positions", out)),
+    ]
+    with torch.no_grad():
+        model(input_ids=SRC, decoder_input_ids=TGT)
+    for hook in hooks:
+        hook.remove()
+    function = {"relu": torch.relu, "gelu": torch.nn.functional.gelu}[activation]
+    torch.testing.assert_close(seen["fc2 in"], function(seen["fc1 out"]))  # the feed-forward's non-linearity
+    positions = seen["positions"].reshape(-1, config.d_model)
+    torch.testing.assert_close(positions, sinusoids(SRC.shape[1], config.d_model, layout), rtol=0, atol=1e-6)
+    for stack in (model.model.encoder, model.model.decoder):  # pre-norm's final LayerNorm of each stack
+        assert isinstance(stack.layer_norm, torch.nn.LayerNorm) if normalize_before else stack.layer_norm is None
 
 
 def test_save_load_round_trip(tmp_path) -> None:
