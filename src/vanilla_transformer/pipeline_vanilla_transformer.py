@@ -8,14 +8,18 @@ file), it loads where this package is not installed:
     pipe(["a sentence", "another one"], num_beams=4, max_new_tokens=64)
     # [{"translation_text": "..."}, {"translation_text": "..."}]
     pipe("a sentence", return_alignments=True)  # + "alignment" from cross-attention, see `attention_alignment`
+    pipe = pipeline("vanilla-translation", model=folder, trust_remote_code=True, precision="int8")
 
-Shipped to the Hub as remote code: imports only the standard library, torch and transformers. The task is not
+Shipped to the Hub as remote code: imports only the standard library, torch, transformers and its flat sibling
+`precision.py` (which `save_pretrained` copies beside it; it imports only torch). The task is not
 called "translation" because transformers rejects that removed task name before looking at custom pipelines.
 """
 
 import torch
 from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+
+from .precision import to_inference
 
 TASK = "vanilla-translation"
 
@@ -69,12 +73,20 @@ class VanillaTranslationPipeline(Pipeline):
     pairs from the cross-attention of layer `alignment_layer` (default -1, the last) averaged over its heads (see
     `attention_alignment`), and the tokens the indices count: `"source_tokens"` and `"translation_tokens"`
     (special tokens left out). This costs one more forward pass with the eager attention.
+
+    `precision` ("fp32", "bf16", "fp16" or "int8", at construction) converts the model to its inference form
+    first (`precision.to_inference`, in place); None leaves it as loaded.
     """
 
     _load_tokenizer = True
     _load_processor = False
     _load_image_processor = False
     _load_feature_extractor = False
+
+    def __init__(self, *args: object, precision: str | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if precision is not None:
+            self.model = to_inference(self.model, precision)
 
     def _sanitize_parameters(self, **kwargs: object) -> tuple[dict, dict, dict]:
         preprocess = {key: kwargs.pop(key) for key in _PREPROCESS_KEYS if key in kwargs}

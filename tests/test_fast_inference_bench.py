@@ -1,0 +1,84 @@
+"""Smoke test of bench/fast_inference.py: its --quick mode builds every variant from the same weights, checks that
+they decode the same tokens, and times each case. No timing is asserted here."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+pytest.importorskip("ctranslate2")
+
+
+def load_fast_inference():
+    sys.path.insert(0, str(BENCH_DIR))
+    spec = importlib.util.spec_from_file_location("fast_inference_under_test", BENCH_DIR / "fast_inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_mode_runs_every_variant_on_the_same_function(tmp_path, capsys) -> None:
+    fast = load_fast_inference()
+    out = tmp_path / "fast.json"
+    results = fast.main(["--quick", "--threads", "1", "--json", str(out)])
+    assert out.exists()
+    (size,) = results["sizes"]
+    assert [case["case"] for case in size["cases"]] == ["greedy-b1", "beam4-b1"]
+    expected = {v for v in fast.ALL_VARIANTS if v != "ours-fp16"}
+    for case in size["cases"]:
+        assert set(case["variants"]) == expected
+        for name, entry in case["variants"].items():
+            assert len(entry["seconds"]) == 1 and entry["tokens_per_s"] > 0
+            ratio = entry["ratio_to_marian"]
+            assert ratio["min"] <= ratio["median"] <= ratio["max"]
+            if "int8" not in name and "bf16" not in name:  # the same function in float32: the same tokens
+                assert entry["agreement"] == {"sequences": 1.0, "prefix_tokens": 1.0}, name
+    table = fast.main(["--table", str(out)])
+    assert table["sizes"] == results["sizes"]
+    assert "| tiny | beam4-b1 |" in capsys.readouterr().out
+
+
+def test_agreement_counts_sequences_and_tokens_up_to_the_first_difference() -> None:
+    import torch
+
+    fast = load_fast_inference()
+    reference = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    other = torch.tensor([[1, 2, 3, 4], [5, 9, 7, 8]])  # second row differs at position 1
+    assert fast.agreement(reference, other) == {"sequences": 0.5, "prefix_tokens": (4 + 1) / 2 / 4}
+
+
+def test_quality_mode_scores_a_trained_model_per_precision(tmp_path, monkeypatch) -> None:
+    from reversal_task import reversal_model
+
+    monkeypatch.setenv("VANILLA_TRANSFORMER_CACHE", str(tmp_path / "cache"))  # the on-the-fly CTranslate2 export
+    fast = load_fast_inference()
+    model, tokenizer = reversal_model()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    sentences = ["a b c", "d e f g", "h i", "j k l a b", "b a", "c c d"]
+    (tmp_path / "src.txt").write_text("\n".join(sentences) + "\n")
+    (tmp_path / "ref.txt").write_text("\n".join(" ".join(s.split()[::-1]) for s in sentences) + "\n")
+    results = fast.main(["--quality", str(tmp_path / "model"), str(tmp_path / "src.txt"), str(tmp_path / "ref.txt")])
+    rows = results["quality"]["rows"]
+    assert [(row["backend"], row["precision"]) for row in rows] == [
+        ("transformers", "fp32"),
+        ("transformers", "bf16"),
+        ("transformers", "int8"),
+        ("ctranslate2", "fp32"),
+        ("ctranslate2", "int8"),
+    ]
+    assert rows[0]["same_as_fp32"] == 1.0 and rows[0]["bleu"] > 50
+    assert all(row["same_as_fp32"] >= 0.8 for row in rows)
+
+
+@pytest.mark.slow
+def test_compiled_variant_decodes_the_same_tokens(tmp_path) -> None:
+    fast = load_fast_inference()
+    results = fast.main(["--quick", "--threads", "1", "--compile", "--precisions", "fp32", "--variants", "marian"])
+    for case in results["sizes"][0]["cases"]:
+        assert set(case["variants"]) == {"marian", "ours-fp32-compiled"} and not case["failed"]
+        entry = case["variants"]["ours-fp32-compiled"]
+        assert entry["agreement"]["sequences"] == 1.0  # here: the same tokens as marian
