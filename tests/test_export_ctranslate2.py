@@ -10,6 +10,7 @@ from reversal_task import WORDS, reversal_model, tiny_tokenizer
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.pipeline_vanilla_transformer import VanillaTranslationPipeline
+from vanilla_transformer.precision import to_inference
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 
@@ -127,6 +128,15 @@ def test_what_ctranslate2_cannot_represent_is_a_named_error() -> None:
         build_spec(random_model(vocab_size=32), TOKENIZER)  # another model's (larger) tokenizer
     with pytest.raises(TypeError, match="ct2-transformers-converter"):
         build_spec(torch.nn.Linear(2, 2), TOKENIZER)
+    with pytest.raises(CTranslate2ExportError, match="--quantization int8"):
+        build_spec(to_inference(random_model(), "int8"), TOKENIZER)
+
+
+def test_a_bf16_model_is_exported_from_float32_without_changing_it(tmp_path) -> None:
+    model = to_inference(random_model(), "bf16")
+    spec = build_spec(model, TOKENIZER)
+    assert spec.decoder.projection.weight.dtype == torch.float32
+    assert model.lm_head.weight.dtype == torch.bfloat16  # the caller's model is left as it was
 
 
 def test_vocabulary_fills_ids_without_a_token() -> None:

@@ -29,6 +29,7 @@ In float32 the export computes what `generate()` computes: the same greedy and b
 """
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig,
 
 from .configuration_vanilla_transformer import VanillaTransformerConfig
 from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
+from .precision import model_precision
 
 try:
     import ctranslate2
@@ -195,7 +197,13 @@ def build_spec(
     if len(norm_eps) > 1:
         raise CTranslate2ExportError(f"CTranslate2 has one LayerNorm epsilon; the model's layers use {norm_eps}.")
 
-    model = model.float()  # CTranslate2 quantizes from float32 weights (`optimize`)
+    if model_precision(model) == "int8":
+        raise CTranslate2ExportError(
+            "The model has int8 (dynamically quantised) linear layers: export the float model and choose the "
+            "weight type with `quantization` (--quantization int8)."
+        )
+    if model_precision(model) != "fp32":  # CTranslate2 quantizes from float32 weights (`optimize`); keep the caller's
+        model = copy.deepcopy(model).float()
     encoder, decoder = model.get_encoder(), model.get_decoder()
     encoder_spec = transformer_spec.TransformerEncoderSpec(
         config.encoder_layers, config.encoder_attention_heads, pre_norm=config.normalize_before, activation=activation
