@@ -158,6 +158,40 @@ def test_quickstart_splits_hold_out_numbers():
     assert expected["dreihundertvierundzwanzig"] == "three hundred and twenty-four"
 
 
+def test_quickstart_covers_small_and_round_numbers_and_tests_unseen_larger_ones():
+    """Every number below 1000 and every round number is trained on (the small and round ones 5 times); validation
+    and test numbers have 4 to 6 digits, are not round and never occur in training."""
+    from collections import Counter
+
+    from num2words import num2words
+
+    splits = number_words_splits(
+        max_number=999999, train_size=3000, validation_size=50, test_size=60, seed=0, cover_below=1000, repeat_small=5
+    )
+    assert {k: len(v) for k, v in splits.items()} == {"train": 3000, "validation": 50, "test": 60}
+    german = {num2words(n, lang="de"): n for n in range(1000)}
+    german.update({num2words(d * 10**k, lang="de"): d * 10**k for k in range(3, 6) for d in range(1, 10)})
+    counts = Counter(splits["train"]["source"])
+    for words, number in german.items():
+        small_or_round = number < 100 or len(str(number).rstrip("0")) == 1
+        assert counts[words] == (5 if small_or_round else 1), (number, counts[words])
+    assert counts["eins"] == counts["zwanzig"] == counts["dreihunderttausend"] == 5
+    held_out = list(splits["validation"]["source"]) + list(splits["test"]["source"])
+    assert len(set(held_out)) == 110 and not set(held_out) & set(counts) and not set(held_out) & set(german)
+    assert all(len(words) > 12 for words in held_out)  # at least four digits: "eintausendeins" and longer
+    assert dict(zip(splits["train"]["source"], splits["train"]["target"], strict=True))["zwei"] == "two"
+
+
+def test_quickstart_sizes_that_cannot_work_are_refused():
+    with pytest.raises(DataError, match=r"`data\.quickstart\.train_size` \(500\) is smaller than the 1009 training"):
+        number_words_splits(max_number=9999, train_size=500, validation_size=5, test_size=5, seed=0, cover_below=1000)
+    with pytest.raises(DataError, match=r"`data\.quickstart\.cover_below` must be a power of ten"):
+        number_words_splits(max_number=9999, train_size=2000, validation_size=5, test_size=5, seed=0, cover_below=500)
+    with pytest.raises(DataError, match=r"asks for 9191 distinct numbers to draw but there are only 8991"):
+        number_words_splits(max_number=9999, train_size=10000, validation_size=100, test_size=100, seed=0,
+                            cover_below=1000)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Token-budget batching
 # ---------------------------------------------------------------------------------------------------------

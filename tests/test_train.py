@@ -41,6 +41,12 @@ def test_end_to_end_trains_reports_and_saves_a_loadable_translator(reference):
     logged = losses(probe)
     assert logged[40] < 0.7 * logged[5], logged  # the loss goes down
     assert "BLEU" in reference["stdout"] and "chrF" in reference["stdout"]
+    # progress (not a terminal: one line per logging_steps) and the loss curve in the run folder
+    assert "\nstep 5/40 (12%) | elapsed " in reference["stdout"] and "| loss " in reference["stdout"]
+    assert "step 40/40 (100%) | elapsed " in reference["stdout"]
+    assert os.path.getsize(os.path.join(out, "loss_curve.png")) > 10_000
+    with open(os.path.join(out, "trainer_state.json")) as handle:
+        assert any("loss" in row for row in json.load(handle)["log_history"])
     assert reference["stdout"].count("translation:") == 2
 
     tokenizer = AutoTokenizer.from_pretrained(out)

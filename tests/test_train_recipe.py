@@ -7,7 +7,7 @@ import torch
 from train_helpers import ROOT
 from transformers import get_scheduler
 
-from vanilla_transformer.config_file import parse_config
+from vanilla_transformer.config_file import ConfigError, model_config_of, parse_config
 from vanilla_transformer.training import build_training_args, paper_learning_rate
 
 BASE = os.path.join(ROOT, "configs", "base.yaml")
@@ -20,7 +20,8 @@ def paper_schedule(step: int, d_model: int, warmup: int) -> float:
 
 def test_training_arguments_follow_the_paper(tmp_path):
     config = parse_config([BASE, f"output_dir={tmp_path}"], BASE)
-    args = build_training_args(config)
+    args = build_training_args(config, model_config_of(config))
+    assert args.learning_rate == pytest.approx(512**-0.5 * 4000**-0.5)  # the paper's peak, set once
     assert (args.adam_beta1, args.adam_beta2, args.adam_epsilon) == (0.9, 0.98, 1e-9)
     assert args.weight_decay == 0.0 and args.warmup_steps == 4000 and args.max_steps == 100000
     assert args.lr_scheduler_type == "inverse_sqrt" and args.predict_with_generate
@@ -58,3 +59,31 @@ def test_generation_config_saves_for_greedy_and_beam(tmp_path, num_beams):
     assert gen.num_beams == num_beams and gen.max_length == config.generation.max_new_tokens + 1
     if num_beams > 1:
         assert gen.length_penalty == config.generation.length_penalty and gen.early_stopping is True
+
+
+def test_a_given_learning_rate_is_honoured_and_zero_is_refused(tmp_path):
+    """`training.learning_rate: 0` would train nothing (it used to fall back to the paper's schedule silently)."""
+    config = parse_config([BASE, f"output_dir={tmp_path}", "training.learning_rate=3e-4"], BASE)
+    assert build_training_args(config, model_config_of(config)).learning_rate == 3e-4
+    for value in ("0", "-1e-3"):
+        with pytest.raises(ConfigError, match=r"`training\.learning_rate` must be positive, or null for the paper"):
+            parse_config([BASE, f"training.learning_rate={value}"], BASE)
+
+
+def test_max_new_tokens_may_use_every_position(tmp_path):
+    """Generating N tokens feeds the decoder positions 0..N-1: N = max_position_embeddings fits, N + 1 does not."""
+    from vanilla_transformer.tokenizer import train_joint_bpe
+    from vanilla_transformer.training import build_model
+
+    quickstart = os.path.join(ROOT, "configs", "quickstart.yaml")
+    sizes = ["model.config.d_model=32", "model.config.max_position_embeddings=16", "data.max_source_length=16"]
+    sizes.append("data.max_target_length=16")
+    config = parse_config([quickstart, f"output_dir={tmp_path}", *sizes, "generation.max_new_tokens=16"], quickstart)
+    with pytest.raises(ConfigError, match=r"`generation\.max_new_tokens` \(17\) exceeds the model's max_position_emb"):
+        parse_config([quickstart, *sizes, "generation.max_new_tokens=17"], quickstart)
+    tokenizer = train_joint_bpe(["eins zwei drei", "one two three"] * 4, vocab_size=40, min_frequency=1)
+    model = build_model(config, tokenizer).eval()
+    source = tokenizer(["eins zwei"], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**source, num_beams=1, min_new_tokens=16)  # the saved max_length: 16 new tokens
+    assert out.shape[1] == 1 + 16  # decoder start + 16 tokens, the last at position 15

@@ -214,49 +214,99 @@ def hub_split_to_dataset(
 # ---------------------------------------------------------------------------------------------------------
 # The offline quick-start task: numbers written out in German -> the same number written out in English
 # ---------------------------------------------------------------------------------------------------------
+def is_round(number: int) -> bool:
+    """Whether `number` has one significant digit: 0-9, 10, 20, ..., 100, 200, ..., 5000, 20000, ..."""
+    return len(str(number).rstrip("0")) <= 1
+
+
 def number_words_splits(
-    max_number: int, train_size: int, validation_size: int, test_size: int, seed: int
+    max_number: int,
+    train_size: int,
+    validation_size: int,
+    test_size: int,
+    seed: int,
+    cover_below: int = 0,
+    repeat_small: int = 1,
 ) -> dict[str, datasets.Dataset]:
     """Numbers 0..max_number written out with `num2words`, German source, English target.
 
-    Each draw first picks a number of digits uniformly, then a number with that many digits, so short numbers
-    ("sieben", "dreihundertvierundzwanzig") are as common as long ones. The validation and test numbers are held
-    out: no number occurs in two splits, so the model must compose "vierhundertdreiundzwanzig" -> "four hundred
-    and twenty-three" rather than recall it.
+    With `cover_below` (a power of ten, e.g. 1000), the training split holds every number below it and every
+    round number up to `max_number` (one significant digit: 7, 40, 300, 5000, 20000, ...), and the numbers below
+    `cover_below / 10` and the round numbers `repeat_small` times each: the short numbers a user tries first are
+    few among random draws and must not be left to chance. The rest of the training split, and all validation and
+    test numbers, are distinct numbers of at least as many digits as `cover_below` that are not round, each draw
+    picking a number of digits uniformly, then a number with that many digits. Validation and test numbers never
+    occur in training (nor in each other), so the model must compose "vierhundertdreiundzwanzigtausend..." rather
+    than recall it. Without `cover_below` (0) every number of every length is drawn that way, each once.
 
     Args:
         max_number: largest number drawn.
-        train_size, validation_size, test_size: examples per split (disjoint sets of numbers).
+        train_size, validation_size, test_size: examples per split (the numbers of the splits are disjoint).
         seed: seed of the draw.
+        cover_below: every number below it is a training example (0: none); a power of ten.
+        repeat_small: copies in training of each number below `cover_below / 10` and each round number.
+
+    Raises:
+        DataError: the sizes don't fit (`train_size` smaller than the covered numbers, more distinct numbers
+            asked for than there are).
     """
     from num2words import num2words
 
-    total = train_size + validation_size + test_size
-    if total > max_number + 1:
-        raise DataError(f"quickstart asks for {total} distinct numbers but max_number is {max_number}.")
-    rng = random.Random(seed)
+    if cover_below and (cover_below < 10 or str(cover_below).rstrip("0") != "1" or cover_below > max_number):
+        raise DataError(
+            f"`data.quickstart.cover_below` must be a power of ten from 10 to max_number, got {cover_below}."
+        )
+    if repeat_small < 1:
+        raise DataError(f"`data.quickstart.repeat_small` must be at least 1, got {repeat_small}.")
+    covered: list[int] = []
+    if cover_below:
+        for number in [*range(cover_below), *(n for n in _round_numbers(max_number) if n >= cover_below)]:
+            covered += [number] * (repeat_small if number < cover_below // 10 or is_round(number) else 1)
+    if len(covered) > train_size:
+        raise DataError(
+            f"`data.quickstart.train_size` ({train_size}) is smaller than the {len(covered)} training examples that "
+            f"cover the numbers below {cover_below} and the round numbers; raise it or lower `cover_below`."
+        )
+    lowest_width = len(str(cover_below)) if cover_below else 1
     digits = len(str(max_number))
-    numbers: list[int] = []
+    rounds_drawable = sum(1 for n in _round_numbers(max_number) if n >= cover_below) if cover_below else 0
+    drawn_size = train_size - len(covered) + validation_size + test_size
+    available = max_number + 1 - cover_below - rounds_drawable
+    if drawn_size > available:
+        raise DataError(
+            f"quickstart asks for {drawn_size} distinct numbers to draw but there are only {available} (from "
+            f"{cover_below} to max_number {max_number}{', not round' if cover_below else ''})."
+        )
+    rng = random.Random(seed)
+    drawn: list[int] = []
     seen: set[int] = set()
-    while len(numbers) < total:
-        width = rng.randint(1, digits)
+    while len(drawn) < drawn_size:
+        width = rng.randint(lowest_width, digits)
         number = rng.randint(0 if width == 1 else 10 ** (width - 1), min(10**width - 1, max_number))
-        if number not in seen:
+        if number not in seen and not (cover_below and is_round(number)):
             seen.add(number)
-            numbers.append(number)
-    rng.shuffle(numbers)  # the short numbers, exhausted early, spread over all splits
-    bounds = {"train": (0, train_size), "validation": (train_size, train_size + validation_size)}
-    bounds["test"] = (train_size + validation_size, total)
+            drawn.append(number)
+    rng.shuffle(drawn)  # without cover_below the short numbers, exhausted early, spread over all splits
+    numbers = {
+        "validation": drawn[:validation_size],
+        "test": drawn[validation_size : validation_size + test_size],
+        "train": drawn[validation_size + test_size :] + covered,
+    }
+    rng.shuffle(numbers["train"])
     return {
         split: datasets.Dataset.from_dict(
-            {
-                "source": [num2words(n, lang="de") for n in numbers[lo:hi]],
-                "target": [num2words(n, lang="en") for n in numbers[lo:hi]],
-            }
+            {"source": [num2words(n, lang="de") for n in chosen], "target": [num2words(n, lang="en") for n in chosen]}
         )
-        for split, (lo, hi) in bounds.items()
-        if hi > lo
+        for split, chosen in ((s, numbers[s]) for s in SPLITS)
+        if chosen
     }
+
+
+def _round_numbers(max_number: int) -> list[int]:
+    """Every number up to `max_number` with one significant digit, in increasing order."""
+    return [
+        d * 10**k for k in range(len(str(max_number))) for d in range(1 if k else 0, 10) if d * 10**k <= max_number
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------

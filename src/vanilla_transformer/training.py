@@ -6,21 +6,26 @@ eps = 1e-9, linear warm-up then inverse-square-root decay with peak lr = d_model
 smoothing 0.1, dropout from the model config, beam search with 4 beams and length penalty 0.6.
 """
 
+import copy
+import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 
 import datasets
 import sacrebleu
 import torch
 import yaml
+from accelerate import PartialState
 from torch.utils.data import DataLoader
 from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
+    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Seq2SeqTrainer,
@@ -30,9 +35,17 @@ from transformers import (
     TrainerState,
     TrainingArguments,
 )
-from transformers.trainer_utils import EvalPrediction, IntervalStrategy, get_last_checkpoint
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
-from .config_file import ConfigError, DataSection, RunConfig
+from .config_file import (
+    ADJUSTABLE_WHEN_CONTINUING,
+    ConfigError,
+    DataSection,
+    GenerationSection,
+    RunConfig,
+    evaluates_during_training,
+)
 from .data import (
     DataError,
     TokenBudgetBatchSampler,
@@ -41,6 +54,8 @@ from .data import (
     number_words_splits,
 )
 from .losses import LabelSmoothedLoss
+from .precision import to_inference
+from .progress import ProgressReport
 from .safety import (
     NonFiniteLossGuard,
     atomic_write_text,
@@ -58,92 +73,43 @@ RUN_IDENTITY = ("model", "data", "tokenizer")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 1. Training arguments (the paper's optimiser and schedule) and the process-group check
+# 1. The processes: one group or a clear error
 # ---------------------------------------------------------------------------------------------------------
-def paper_learning_rate(d_model: int, warmup_steps: int) -> float:
-    """Peak of the paper's schedule lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), at step = warmup."""
-    return d_model**-0.5 * max(warmup_steps, 1) ** -0.5
+def start_processes(config: RunConfig) -> PartialState:
+    """Join the process group of the launch (one process when not launched), set the CPU threads, check the group.
 
-
-def build_training_args(config: RunConfig) -> Seq2SeqTrainingArguments:
-    """Map the run config onto `Seq2SeqTrainingArguments`, then refuse a broken process group.
-
-    The learning rate is filled in by `set_learning_rate` once the model (and so d_model) is known.
+    Trainer's arguments, built later, join the same group (`TrainingArguments` sets up accelerate the same way).
 
     Raises:
-        RuntimeError: WORLD_SIZE > 1 but the processes did not join one group (each would train alone).
+        ConfigError: WORLD_SIZE > 1 but the processes did not join one group (each would train alone).
     """
-    train, gen = config.training, config.generation
-    if train.num_threads:
-        torch.set_num_threads(train.num_threads)
-    has_eval = bool(config.data.quickstart or config.data.validation_file or config.data.dataset)
-    evaluate_during_training = has_eval and train.eval_steps is not None
-    if train.precision not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"`training.precision` must be 'no', 'bf16' or 'fp16', got {train.precision!r}.")
-    args = Seq2SeqTrainingArguments(
-        output_dir=config.output_dir,
-        use_cpu=not torch.cuda.is_available(),
-        seed=train.seed,
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.eval_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        max_steps=train.max_steps,
-        num_train_epochs=train.num_epochs,
-        learning_rate=train.learning_rate or 1e-3,  # replaced by set_learning_rate
-        lr_scheduler_type="inverse_sqrt",
-        warmup_steps=train.warmup_steps,
-        optim="adamw_torch",
-        adam_beta1=train.adam_beta1,
-        adam_beta2=train.adam_beta2,
-        adam_epsilon=train.adam_epsilon,
-        weight_decay=train.weight_decay,
-        max_grad_norm=train.max_grad_norm,
-        logging_steps=train.logging_steps,
-        eval_strategy="steps" if evaluate_during_training else "no",
-        eval_steps=train.eval_steps if evaluate_during_training else None,
-        save_strategy="steps",
-        save_steps=train.save_steps,
-        save_total_limit=train.save_total_limit,
-        load_best_model_at_end=evaluate_during_training,
-        metric_for_best_model="bleu" if evaluate_during_training else None,
-        greater_is_better=True,
-        predict_with_generate=True,
-        generation_num_beams=gen.num_beams,
-        bf16=train.precision == "bf16",
-        fp16=train.precision == "fp16",
-        report_to="none",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    check_process_group(args)
-    return args
+    if config.training.num_threads:
+        torch.set_num_threads(config.training.num_threads)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    check_process_group(state.num_processes)
+    return state
 
 
-def check_process_group(args: TrainingArguments) -> None:
-    """Raise when launched as several processes (WORLD_SIZE > 1) that do not form one process group."""
+def check_process_group(world_size: int) -> None:
+    """Raise when launched as several processes (WORLD_SIZE > 1) that do not form one group of that size."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and args.world_size != launched:
-        raise RuntimeError(
+    if launched > 1 and world_size != launched:
+        raise ConfigError(
             f"Launched as {launched} processes (WORLD_SIZE={launched}) but this process sees a group of "
-            f"{args.world_size}: every process would train alone on the same data. On CPU launch with "
+            f"{world_size}: every process would train alone on the same data. On CPU launch with "
             "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ...` or "
             "`torchrun --standalone --nproc_per_node N train.py ...`."
         )
 
 
-def set_learning_rate(args: TrainingArguments, config: RunConfig, model: PreTrainedModel) -> float:
-    """Use `training.learning_rate`, or the paper's peak d_model^-0.5 * warmup^-0.5; returns the value."""
-    d_model = getattr(model.config, "d_model", None) or model.config.hidden_size
-    lr = config.training.learning_rate or paper_learning_rate(d_model, config.training.warmup_steps)
-    args.learning_rate = lr
-    return lr
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 2. The output directory: never mix two runs
 # ---------------------------------------------------------------------------------------------------------
-def prepare_output_dir(config: RunConfig, args: TrainingArguments) -> str | None:
+def prepare_output_dir(config: RunConfig, state: PartialState) -> str | None:
     """Check the output directory and return the checkpoint to resume from (None: start fresh).
+
+    Args:
+        state: the processes (`start_processes`); only the first one writes.
 
     Raises:
         ConfigError: it holds checkpoints and `resume` is not set (nor `overwrite_output_dir`), or `resume` is set
@@ -168,7 +134,7 @@ def prepare_output_dir(config: RunConfig, args: TrainingArguments) -> str | None
                 f"Can't resume in {out}: its checkpoints come from a run with a different "
                 f"{' / '.join(differing)} section. Use the same config, or another `output_dir`."
             )
-    if args.process_index == 0:
+    if state.process_index == 0:
         os.makedirs(out, exist_ok=True)
         set_aside_incomplete_checkpoints(out)  # a kill during a save leaves a half-written checkpoint-N behind
         if config.overwrite_output_dir and not config.resume:
@@ -182,7 +148,7 @@ def prepare_output_dir(config: RunConfig, args: TrainingArguments) -> str | None
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 3. Data
+# 3. Data (the config checks already made sure there is exactly one source)
 # ---------------------------------------------------------------------------------------------------------
 def load_splits(data: DataSection, seed: int) -> dict[str, datasets.Dataset]:
     """Load the train/validation/test splits as Datasets with `source` and `target` strings.
@@ -190,22 +156,8 @@ def load_splits(data: DataSection, seed: int) -> dict[str, datasets.Dataset]:
     Raises:
         DataError: missing/unreadable/empty files, unequal parallel files, missing columns or language keys.
     """
-    sources = [name for name in ("quickstart", "dataset", "train_file") if getattr(data, name)]
-    if len(sources) != 1:
-        raise ConfigError(
-            "Give exactly one data source in the `data` section: `quickstart`, `dataset` (Hub) or `train_file` "
-            f"(local); got {sources or 'none'}."
-        )
-    if data.source_lang == data.target_lang:
-        raise ConfigError(f"`data.source_lang` and `data.target_lang` are both {data.source_lang!r}.")
     if data.quickstart is not None:
-        allowed = {"max_number", "train_size", "validation_size", "test_size"}
-        unknown = set(data.quickstart) - allowed
-        if unknown:
-            raise ConfigError(f"Unknown key(s) {sorted(unknown)} in `data.quickstart`; valid: {sorted(allowed)}.")
-        if (data.source_lang, data.target_lang) != ("de", "en"):
-            raise ConfigError("The quickstart task translates German number words into English: use de -> en.")
-        splits = number_words_splits(seed=seed, **data.quickstart)
+        splits = number_words_splits(seed=seed, **dataclasses.asdict(data.quickstart))
     elif data.dataset is not None:
         loaded = datasets.load_dataset(data.dataset, data.dataset_config)
         if "train" not in loaded:
@@ -253,7 +205,7 @@ def tokenize_splits(
 # ---------------------------------------------------------------------------------------------------------
 # 4. Tokenizer and model
 # ---------------------------------------------------------------------------------------------------------
-def build_tokenizer(config: RunConfig, args: TrainingArguments, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+def build_tokenizer(config: RunConfig, state: PartialState, train: datasets.Dataset) -> PreTrainedTokenizerBase:
     """Load the given tokenizer (`tokenizer.name_or_path`, else that of `model.name_or_path`), or the one this run
     saved, or train a joint BPE on the training text.
 
@@ -270,16 +222,16 @@ def build_tokenizer(config: RunConfig, args: TrainingArguments, train: datasets.
                 f"there ({type(error).__name__}: {error}). Set `tokenizer.name_or_path` to the tokenizer the model "
                 "was trained with."
             ) from error
-    with args.main_process_first(desc="training the BPE tokenizer"):
+    with state.main_process_first():
         saved = os.path.join(config.output_dir, "tokenizer.json")
-        if os.path.isfile(saved) and (config.resume or args.process_index > 0):
+        if os.path.isfile(saved) and (config.resume or state.process_index > 0):
             return AutoTokenizer.from_pretrained(config.output_dir)
         tokenizer = train_joint_bpe(
             list(train["source"]) + list(train["target"]),
             vocab_size=config.tokenizer.vocab_size,
             min_frequency=config.tokenizer.min_frequency,
         )
-        if args.process_index == 0:
+        if state.process_index == 0:
             tokenizer.save_pretrained(config.output_dir)
     return tokenizer
 
@@ -297,73 +249,60 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     }
 
 
-# What `model.config` may change when continuing from `model.name_or_path` (regularisation, not architecture).
-ADJUSTABLE_WHEN_CONTINUING = frozenset({"dropout", "attention_dropout", "activation_dropout"})
-
-
 def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """`AutoModelForSeq2SeqLM` from `model.config` (any registered seq2seq type) or from `model.name_or_path`.
+    """`AutoModelForSeq2SeqLM`, new from `model.config` or continued from `model.name_or_path`, with the run's
+    generation config.
 
-    Vocabulary size and special token ids come from the tokenizer; the generation config gets the paper's beam
-    search. Label smoothing is the recipe's (`build_trainer`), not the model's.
+    `model.config` was checked against the model's config class when the config was parsed; vocabulary size and
+    special token ids come from the tokenizer. Label smoothing is the recipe's (`build_trainer`), not the model's.
 
     Raises:
-        ConfigError: unknown model type or config field, or ids that contradict the tokenizer.
+        ConfigError: special ids that contradict the tokenizer, a pretrained model with too few embeddings.
     """
     ids = special_token_ids(tokenizer)
-    if "label_smoothing" in config.model.config:
-        raise ConfigError("Set label smoothing once, as `training.label_smoothing` (not `model.config`).")
     if config.model.name_or_path:
-        name, remote = config.model.name_or_path, config.model.trust_remote_code
-        pretrained = AutoConfig.from_pretrained(name, trust_remote_code=remote)
-        known = set(pretrained.to_dict()) | set(getattr(pretrained, "attribute_map", {}))
-        unknown = sorted(set(config.model.config) - known)
-        if unknown:
-            raise ConfigError(f"Unknown field(s) {unknown} in `model.config` for {name} ({pretrained.model_type}).")
-        changes = {}
-        for key, value in config.model.config.items():
-            if value == getattr(pretrained, key):
-                continue
-            if key not in ADJUSTABLE_WHEN_CONTINUING:
-                raise ConfigError(
-                    f"`model.config.{key}` is {value!r} but {name} has {getattr(pretrained, key)!r}: a pretrained "
-                    f"model's architecture is fixed; only {sorted(ADJUSTABLE_WHEN_CONTINUING)} can change when "
-                    "continuing from it (leave the rest of `model.config` out)."
-                )
-            changes[key] = value
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=remote, **changes)
-        if model.config.vocab_size < len(tokenizer):
-            raise ConfigError(
-                f"The tokenizer has {len(tokenizer)} tokens but {config.model.name_or_path} only "
-                f"{model.config.vocab_size} embeddings."
-            )
+        model = continue_from_pretrained(config, tokenizer)
     else:
-        try:
-            defaults = AutoConfig.for_model(config.model.model_type)
-        except ValueError as error:
-            raise ConfigError(f"`model.model_type`: {error}") from error
-        known = set(defaults.to_dict()) | set(getattr(defaults, "attribute_map", {}))
-        unknown = sorted(set(config.model.config) - known)
-        if unknown:
-            raise ConfigError(f"Unknown field(s) {unknown} for a {config.model.model_type} config.")
-        for key, value in ids.items():
-            if config.model.config.get(key, value) != value:
-                raise ConfigError(
-                    f"`model.config.{key}` is {config.model.config[key]} but the tokenizer's id is {value}; leave "
-                    "the special ids out of the config (they are taken from the tokenizer)."
-                )
-        fields = {**config.model.config, **ids, "vocab_size": len(tokenizer)}
-        model_config = AutoConfig.for_model(config.model.model_type, **fields)
-        model = AutoModelForSeq2SeqLM.from_config(model_config)
+        model = new_model(config, tokenizer, ids)
     for key, value in ids.items():
         if getattr(model.config, key, value) != value:
             raise ConfigError(f"The model's {key} is {getattr(model.config, key)}, the tokenizer's is {value}.")
+    set_generation_config(model, config.generation, ids)
+    return model
+
+
+def continue_from_pretrained(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The pretrained `model.name_or_path` with the run's dropout rates (the only fields a run may change)."""
+    name = config.model.name_or_path
+    changes = {key: value for key, value in config.model.config.items() if key in ADJUSTABLE_WHEN_CONTINUING}
+    model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=config.model.trust_remote_code, **changes)
+    if model.config.vocab_size < len(tokenizer):
+        raise ConfigError(
+            f"The tokenizer has {len(tokenizer)} tokens but {name} only {model.config.vocab_size} embeddings."
+        )
+    return model
+
+
+def new_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase, ids: dict[str, int]) -> PreTrainedModel:
+    """A randomly initialised model of `model.model_type` with `model.config`, sized to the tokenizer."""
+    for key, value in ids.items():
+        if config.model.config.get(key, value) != value:
+            raise ConfigError(
+                f"`model.config.{key}` is {config.model.config[key]} but the tokenizer's id is {value}; leave "
+                "the special ids out of the config (they are taken from the tokenizer)."
+            )
+    fields = {**config.model.config, **ids, "vocab_size": len(tokenizer)}
+    return AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(config.model.model_type, **fields))
+
+
+def set_generation_config(model: PreTrainedModel, generation: GenerationSection, ids: dict[str, int]) -> None:
+    """The decoding of evaluation and of the saved model: the run's beam search, length and the tokenizer's ids."""
     gen = model.generation_config
-    gen.num_beams = config.generation.num_beams
+    gen.num_beams = generation.num_beams
     gen.max_new_tokens = None  # expressed as max_length (decoder start + new tokens): one length setting, no clash
-    gen.max_length = config.generation.max_new_tokens + 1
+    gen.max_length = generation.max_new_tokens + 1
     if gen.num_beams > 1:
-        gen.length_penalty = config.generation.length_penalty
+        gen.length_penalty = generation.length_penalty
         gen.early_stopping = True
     else:  # beam-only settings on a greedy config make `GenerationConfig.validate` refuse to save it
         gen.length_penalty, gen.early_stopping = 1.0, False
@@ -371,23 +310,76 @@ def build_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
     gen.bos_token_id, gen.decoder_start_token_id = ids["bos_token_id"], ids["decoder_start_token_id"]
     if getattr(gen, "forced_eos_token_id", None) is not None:  # Marian's default forces its own eos id
         gen.forced_eos_token_id = model.config.forced_eos_token_id = ids["eos_token_id"]
-    return model
-
-
-def check_lengths(model: PreTrainedModel, data: DataSection, max_new_tokens: int) -> None:
-    """Refuse source/target lengths the model's position table can't hold."""
-    limit = getattr(model.config, "max_position_embeddings", None)
-    for name, value in (
-        ("data.max_source_length", data.max_source_length),
-        ("data.max_target_length", data.max_target_length),
-        ("generation.max_new_tokens", max_new_tokens + 1),
-    ):
-        if limit is not None and value > limit:
-            raise ConfigError(f"`{name}` ({value}) exceeds the model's max_position_embeddings ({limit}).")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 5. Trainer: token-budget batches, exact metrics under several processes, callbacks
+# 5. Training arguments: the paper's optimiser and schedule, built once the model exists
+# ---------------------------------------------------------------------------------------------------------
+def paper_learning_rate(d_model: int, warmup_steps: int) -> float:
+    """Peak of the paper's schedule lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), at step = warmup."""
+    return d_model**-0.5 * max(warmup_steps, 1) ** -0.5
+
+
+def peak_learning_rate(config: RunConfig, model_config: PreTrainedConfig) -> float:
+    """`training.learning_rate`, or (when it is null) the paper's d_model^-0.5 * warmup^-0.5."""
+    if config.training.learning_rate is not None:
+        return config.training.learning_rate
+    d_model = getattr(model_config, "d_model", None) or model_config.hidden_size
+    return paper_learning_rate(d_model, config.training.warmup_steps)
+
+
+def build_training_args(
+    config: RunConfig, model_config: PreTrainedConfig, has_validation: bool = True
+) -> Seq2SeqTrainingArguments:
+    """Map the run config onto `Seq2SeqTrainingArguments` (Adam(0.9, 0.98, 1e-9), warm-up then inverse-sqrt decay).
+
+    Args:
+        model_config: the model's config (`model.config`), for the paper's peak learning rate.
+        has_validation: whether the data has a validation split (a Hub dataset may have none).
+    """
+    train, gen = config.training, config.generation
+    evaluating = evaluates_during_training(config) and has_validation
+    if evaluates_during_training(config) and not has_validation:
+        logger.warning("No validation split: no evaluation during training, the last checkpoint is final.")
+    return Seq2SeqTrainingArguments(
+        output_dir=config.output_dir,
+        use_cpu=not torch.cuda.is_available(),
+        seed=train.seed,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        max_steps=train.max_steps,
+        num_train_epochs=train.num_epochs,
+        learning_rate=peak_learning_rate(config, model_config),
+        lr_scheduler_type="inverse_sqrt",
+        warmup_steps=train.warmup_steps,
+        optim="adamw_torch",
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        logging_steps=train.logging_steps,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=train.eval_steps if evaluating else None,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model="bleu" if evaluating else None,
+        greater_is_better=True,
+        predict_with_generate=True,
+        generation_num_beams=gen.num_beams,
+        bf16=train.precision == "bf16",
+        fp16=train.precision == "fp16",
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=not sys.stderr.isatty(),  # a progress bar on a terminal; else `ProgressReport` lines
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. Trainer: token-budget batches, exact metrics under several processes, callbacks
 # ---------------------------------------------------------------------------------------------------------
 class TranslationTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` with optional token-budget batches and duplicate-free evaluation under several processes.
@@ -446,21 +438,27 @@ class EpochCallback(TrainerCallback):
 
 
 class TimeLimitCallback(TrainerCallback):
-    """Stop training cleanly (then evaluate and save) after `minutes` of training."""
+    """Stop training cleanly (then evaluate and save) after `minutes` spent in training steps.
+
+    Only the steps count (forward, backward, optimizer), not evaluation or checkpointing, so two runs with the same
+    limit get the same training budget however often, and on whatever outputs, they are evaluated.
+    """
 
     def __init__(self, minutes: float) -> None:
         self.seconds = minutes * 60.0
-        self.start = time.monotonic()
+        self.spent = 0.0
+        self.step_start = time.monotonic()
 
-    def on_train_begin(
+    def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
     ) -> None:
-        self.start = time.monotonic()
+        self.step_start = time.monotonic()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
     ) -> TrainerControl:
-        stop = time.monotonic() - self.start > self.seconds
+        self.spent += time.monotonic() - self.step_start
+        stop = self.spent > self.seconds
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # all ranks stop at one step
             flag = torch.tensor(float(stop), device=args.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -512,9 +510,6 @@ def build_trainer(
     data: dict[str, datasets.Dataset],
 ) -> TranslationTrainer:
     """The trainer with the collator (decoder inputs from labels), metrics, batching and callbacks."""
-    if "validation" not in data and args.eval_strategy != "no":  # e.g. a Hub dataset without a validation split
-        logger.warning("No validation split: no evaluation during training, the last checkpoint is final.")
-        args.eval_strategy, args.load_best_model_at_end, args.metric_for_best_model = IntervalStrategy.NO, False, None
     sampler = None
     if config.training.max_tokens:
         train = data["train"]
@@ -529,7 +524,7 @@ def build_trainer(
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         return score(decode(tokenizer, prediction.predictions), decode(tokenizer, prediction.label_ids))
 
-    return TranslationTrainer(
+    trainer = TranslationTrainer(
         model=model,
         args=args,
         train_dataset=data["train"],
@@ -541,18 +536,26 @@ def build_trainer(
         callbacks=build_callbacks(config, sampler),
         train_batch_sampler=sampler,
     )
+    for default in (PrinterCallback, ProgressCallback):  # Trainer's dict printouts / bar, replaced by ours
+        trainer.remove_callback(default)
+    trainer.add_callback(ProgressReport(bar=not args.disable_tqdm))
+    return trainer
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 6. Final evaluation
+# 7. Final evaluation
 # ---------------------------------------------------------------------------------------------------------
 def final_evaluation(
     trainer: TranslationTrainer,
     raw: dict[str, datasets.Dataset],
     data: dict[str, datasets.Dataset],
     num_samples: int,
+    precision: str | None = None,
 ) -> dict:
     """Translate the test split (else validation) with beam search and score against the raw references.
+
+    `precision` ("bf16", "fp16", "int8"; `generation.precision`) translates with a converted copy of the model
+    (`precision.to_inference`); the trained model itself, which is saved afterwards, stays as it is.
 
     Returns:
         {"split", "bleu", "chrf", "exact_match", "n", "samples": [(source, reference, translation), ...]}.
@@ -560,7 +563,13 @@ def final_evaluation(
     split = "test" if "test" in data else "validation" if "validation" in data else None
     if split is None:
         return {}
-    output = trainer.predict(data[split], metric_key_prefix=split)
+    trained = trainer.model
+    if precision is not None:
+        trainer.model = to_inference(copy.deepcopy(trained), precision)
+    try:
+        output = trainer.predict(data[split], metric_key_prefix=split)
+    finally:
+        trainer.model = trained
     hypotheses = decode(trainer.processing_class, output.predictions)
     references = list(raw[split]["target"])
     scores = score(hypotheses, references)
