@@ -325,7 +325,7 @@ def decode_loop_fn(model: nn.Module, inputs: dict, new: int, is_ours: bool) -> C
                 encoder_outputs=encoder_outputs,
                 attention_mask=inputs["attention_mask"],
                 decoder_input_ids=token,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 **extra,
             )
@@ -368,7 +368,7 @@ def matmul_floor_fn(model: nn.Module, rows: int, new: int, transposed: bool = Fa
 
 def input_check_seconds(rows: int, vocab: int, repeats: int = 2000) -> float:
     """Seconds per call of our token-id check on a (rows, 1) decoder input, the check every decoding step runs."""
-    from vanilla_transformer.modeling_vanilla_transformer import _check_token_ids
+    from vanilla_transformer.checks_vanilla_transformer import check_token_ids as _check_token_ids
 
     ids = torch.randint(3, vocab, (rows, 1))
     for _ in range(50):

@@ -1,5 +1,7 @@
 """Autoregressive decoding: the key/value cache, generate() with and without it, cross-attention computed once."""
 
+import warnings
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -25,7 +27,7 @@ def padded_source(vocab_size: int, seed: int = 2) -> tuple[torch.Tensor, torch.T
     return input_ids.masked_fill(attention_mask == 0, 0), attention_mask
 
 
-@pytest.mark.parametrize("cache_argument", ["past_key_values", "cache"])  # generate() uses `cache` from 5.24 on
+@pytest.mark.parametrize("cache_argument", ["past_key_values", "cache"])  # the old name still works, with a warning
 @pytest.mark.parametrize("normalize_before", [False, True])
 def test_incremental_decoding_matches_the_full_forward_pass(normalize_before: bool, cache_argument: str) -> None:
     model = build(normalize_before)
@@ -50,12 +52,54 @@ def test_incremental_decoding_matches_the_full_forward_pass(normalize_before: bo
             torch.testing.assert_close(step.logits[:, 0], full[:, t], atol=1e-5, rtol=1e-5)
 
 
-def test_the_cache_is_passed_once() -> None:
+def test_the_old_cache_name_warns_as_the_library_does() -> None:
+    """`past_key_values=` is the deprecated spelling of `cache=` (transformers 5.24): a FutureWarning, same result."""
     model = build()
     ids = torch.tensor([[5, 6, 7]])
-    cache = EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
-    with pytest.raises(ValueError, match="Pass the cache once"):
-        model(input_ids=ids, decoder_input_ids=ids[:, :1], past_key_values=cache, cache=cache, use_cache=True)
+    results = []
+    for name in ("cache", "past_key_values"):
+        cache = EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = model(input_ids=ids, decoder_input_ids=ids[:, :1], use_cache=True, **{name: cache})
+        deprecations = [
+            w for w in caught if issubclass(w.category, FutureWarning) and "`past_key_values`" in str(w.message)
+        ]
+        assert len(deprecations) == (1 if name == "past_key_values" else 0)
+        assert out.cache is cache and cache.get_seq_length() == 1
+        results.append(out.logits)
+    torch.testing.assert_close(results[0], results[1])
+    both = EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+    unused = EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+    with pytest.warns(FutureWarning, match="Both `past_key_values` and `cache` are set"):
+        model(input_ids=ids, decoder_input_ids=ids[:, :1], past_key_values=unused, cache=both, use_cache=True)
+    assert both.get_seq_length() == 1 and unused.get_seq_length() == 0  # the current name wins
+
+
+def test_decoder_accepts_a_plain_dynamic_cache() -> None:
+    """A self-attention-only `DynamicCache` works: it caches masked self-attention; cross-attention is recomputed."""
+    model = build()
+    config = model.config
+    input_ids, attention_mask = padded_source(config.vocab_size)
+    decoder_input_ids = torch.randint(3, config.vocab_size, (3, 4), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        encoder_out = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        full = model.model.decoder(
+            input_ids=decoder_input_ids, encoder_hidden_states=encoder_out, encoder_attention_mask=attention_mask
+        ).last_hidden_state
+        cache = DynamicCache(config=config)
+        for t in range(decoder_input_ids.shape[1]):
+            step = model.model.decoder(
+                input_ids=decoder_input_ids[:, t : t + 1],
+                encoder_hidden_states=encoder_out,
+                encoder_attention_mask=attention_mask,
+                cache=cache,
+                use_cache=True,
+            )
+            assert step.cache is cache and cache.get_seq_length() == t + 1
+            torch.testing.assert_close(step.last_hidden_state[:, 0], full[:, t], atol=1e-5, rtol=1e-5)
+        beams = torch.tensor([2, 0, 1])
+        assert model._reorder_cache(cache, beams) is cache  # beam search's hook takes it too
 
 
 def greedy_without_generate(model, input_ids, attention_mask, steps: int) -> torch.Tensor:

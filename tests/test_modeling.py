@@ -101,21 +101,20 @@ def test_output_hidden_states_and_attentions_of_every_stack() -> None:
 
 
 def test_output_attentions_with_sdpa_warns_and_names_the_fix() -> None:
-    """As transformers' own models: sdpa computes no weights, so it warns (naming the fix) and returns None."""
+    """As transformers' own models: sdpa computes no weights, so the library warns (naming eager) and records none."""
+    from transformers.integrations import sdpa_attention
     from transformers.testing_utils import CaptureLogger
-    from transformers.utils import logging
-
-    from vanilla_transformer import modeling_vanilla_transformer
 
     config = tiny_config()
     sdpa, eager = build(config, attn="sdpa"), build(tiny_config(), attn="eager")
     input_ids, decoder_input_ids = random_batch(config)
-    logging.get_logger("transformers").warning_once.cache_clear()
-    with CaptureLogger(modeling_vanilla_transformer.logger) as captured:
+    sdpa_attention.logger.warning_once.cache_clear()
+    with CaptureLogger(sdpa_attention.logger) as captured:
         out = sdpa(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_attentions=True)
-    assert "attn_implementation='eager'" in captured.out
-    assert all(a is None for a in out.encoder_attentions + out.decoder_attentions + out.cross_attentions)
+    assert "set your attention to `eager`" in captured.out
+    assert out.encoder_attentions == out.decoder_attentions == out.cross_attentions == ()
     reference = eager(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_attentions=True)
+    assert len(reference.cross_attentions) == config.decoder_layers
     torch.testing.assert_close(out.logits, reference.logits, atol=1e-5, rtol=1e-5)
 
 
@@ -238,7 +237,7 @@ def test_encoder_layer_computes_the_configured_residual_form(normalize_before: b
     layer = model.model.encoder.layers[0]
     x = torch.randn(2, 5, config.d_model)
     with torch.no_grad():
-        got, _ = layer(x)
+        got = layer(x)  # layers return hidden states only; the library records attentions
         if normalize_before:  # x + Sublayer(LayerNorm(x))
             h = x + layer.self_attn(layer.self_attn_layer_norm(x))[0]
             want = h + layer.ffn(layer.final_layer_norm(h))
@@ -537,6 +536,7 @@ def test_auto_classes_resolve(tmp_path) -> None:
     }
     assert (tmp_path / "modeling_vanilla_transformer.py").is_file()
     assert (tmp_path / "configuration_vanilla_transformer.py").is_file()
+    assert (tmp_path / "checks_vanilla_transformer.py").is_file()  # the model file's sibling ships with it
 
     seq2seq = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
     assert type(seq2seq) is VanillaTransformerForConditionalGeneration

@@ -138,10 +138,10 @@ def test_cache_and_no_cache_agree(data: st.DataObject) -> None:
                 input_ids=inputs["input_ids"] if encoder_outputs is None else None,
                 encoder_outputs=encoder_outputs,
                 decoder_input_ids=target[:, start:end],
-                past_key_values=past,
+                cache=past,
                 use_cache=True,
             )
-            past = out.past_key_values
+            past = out.cache
             encoder_outputs = (out.encoder_last_hidden_state,)
             pieces.append(out.logits)
     assert past.get_seq_length() == target.shape[1]

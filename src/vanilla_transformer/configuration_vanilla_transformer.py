@@ -1,3 +1,5 @@
+# Copyright 2026 The vanilla-transformer authors.
+# SPDX-License-Identifier: Apache-2.0
 """Configuration of the "Attention Is All You Need" encoder-decoder Transformer (Vaswani et al., 2017).
 
 Shipped to the Hub as remote code: imports only the standard library, huggingface_hub and transformers.
@@ -67,7 +69,7 @@ class VanillaTransformerConfig(PreTrainedConfig):
     """
 
     model_type = "vanilla_transformer"
-    keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the cache output: 5.23 and 5.24+ names
+    keys_to_ignore_at_inference = ["cache"]  # the cache output is not a prediction
     attribute_map = {
         "num_attention_heads": "encoder_attention_heads",
         "hidden_size": "d_model",
