@@ -14,6 +14,7 @@ import re
 import select
 import shutil
 import subprocess
+import time
 
 import pytest
 import torch
@@ -195,12 +196,17 @@ class Chromium:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def open(self, url: str) -> None:
+    def open(self, url: str, timeout: float = 30.0) -> None:
+        """Navigate and wait until the page's script has drawn everything (it sets `data-ready` on the body)."""
         self.send("Page.navigate", session=True, url=url)
-        for _ in range(100):
-            if self.evaluate("document.readyState === 'complete' && document.body.dataset.ready === '1'"):
-                return
-            select.select([], [], [], 0.05)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.evaluate("document.readyState === 'complete' && document.body.dataset.ready === '1'"):
+                    return
+            except RuntimeError:
+                pass  # the old document went away mid-evaluation: ask the new one
+            time.sleep(0.05)
         raise RuntimeError(f"the page {url} did not finish loading: {self.errors()}")
 
     def errors(self) -> list[str]:
