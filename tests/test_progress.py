@@ -45,6 +45,12 @@ def test_loss_curve_is_drawn(tmp_path):
     assert plot_loss_curve(HISTORY, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     assert plot_loss_curve(HISTORY[:2], str(tmp_path / "no_eval.png"))  # no validation: the BLEU panel says so
+    assert plot_loss_curve([], str(tmp_path / "nothing.png"))  # a run shorter than logging_steps
+
+
+def test_no_warnings_when_nothing_was_logged(tmp_path, recwarn):
+    plot_loss_curve([{"step": 3, "train_runtime": 1.0}], str(tmp_path / "empty.png"))
+    assert not [w for w in recwarn if "legend" in str(w.message)]
 
 
 def test_without_matplotlib_the_run_goes_on_and_says_how_to_get_the_curve(tmp_path, monkeypatch, capsys):

@@ -127,13 +127,19 @@ def plot_loss_curve(log_history: list[dict], path: str) -> bool:
         return [row["step"] for row in rows], [row[key] for row in rows]
 
     figure, (losses, bleu) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = 0
     for key, label in (("loss", "training loss"), ("nll_loss", "training NLL"), ("eval_loss", "validation loss")):
         steps, values = series(key)
         if steps:
             losses.plot(steps, values, marker="." if key == "eval_loss" else None, label=label)
+            drawn += 1
     losses.set_xlabel("step")
     losses.set_ylabel("loss per target token")
-    losses.legend()
+    if drawn:
+        losses.legend()
+    else:
+        losses.text(0.5, 0.5, "no loss logged (fewer steps than logging_steps)", ha="center", va="center",
+                    transform=losses.transAxes)  # fmt: skip
     steps, values = series("eval_bleu")
     if steps:
         bleu.plot(steps, values, marker="o", color="tab:green")
