@@ -92,6 +92,7 @@ def card_values(run: dict, model: PreTrainedModel, results: dict, training: dict
             f"{getattr(cfg, 'dropout', '?')}; batches of {batch} per process × "
             f"{train['gradient_accumulation_steps']} accumulated"
         ),
+        "label_smoothing": str(train["label_smoothing"]),
         "example_source": repr(results["samples"][0][0]) if results and results["samples"] else '"..."',
         "decoding": f"beam search with {gen['num_beams']} beams, length penalty {gen['length_penalty']}",
         "results_table": scores,
