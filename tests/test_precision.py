@@ -8,6 +8,7 @@ import pytest
 import torch
 from reversal_task import WORDS, reversal_model
 from transformers import pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from vanilla_transformer.pipeline_vanilla_transformer import TASK, VanillaTranslationPipeline
 from vanilla_transformer.precision import PRECISIONS, model_precision, to_inference
@@ -62,7 +63,8 @@ def test_what_each_precision_does_to_the_model() -> None:
 def pipeline_dir(tmp_path_factory) -> str:
     model, tokenizer = reversal_model()
     folder = tmp_path_factory.mktemp("reversal_pipeline")
-    VanillaTranslationPipeline(model=model, tokenizer=tokenizer).save_pretrained(folder)
+    # a copy: saving the pipeline writes `custom_pipelines` into the config of the model it holds
+    VanillaTranslationPipeline(model=copy.deepcopy(model), tokenizer=tokenizer).save_pretrained(folder)
     return str(folder)
 
 
@@ -72,7 +74,11 @@ def test_pipeline_precision_option_locally_and_as_remote_code(pipeline_dir: str)
     expected = VanillaTranslationPipeline(model=model, tokenizer=tokenizer)(SENTENCES[:8], max_new_tokens=8)
     local = VanillaTranslationPipeline(model=copy.deepcopy(model), tokenizer=tokenizer, precision="int8")
     assert model_precision(local.model) == "int8"
-    remote = pipeline(TASK, model=pipeline_dir, trust_remote_code=True, precision="bf16")
+    registered = dict(PIPELINE_REGISTRY.supported_tasks[TASK])
+    try:
+        remote = pipeline(TASK, model=pipeline_dir, trust_remote_code=True, precision="bf16")
+    finally:  # loading remote code registers the folder's pipeline class for the task: put ours back
+        PIPELINE_REGISTRY.supported_tasks[TASK] = registered
     assert type(remote).__module__.startswith("transformers_modules.") and remote.model.dtype == torch.bfloat16
     for pipe in (local, remote):
         got = pipe(SENTENCES[:8], max_new_tokens=8)
@@ -101,3 +107,36 @@ def test_translate_command_precision(pipeline_dir: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         translate_main(["--model", pipeline_dir, "--precision", "int4", "a b"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_train_py_final_evaluation_in_a_reduced_precision(tmp_path, capsys, monkeypatch) -> None:
+    import sys
+
+    from train_helpers import ROOT, write_config
+
+    sys.path.insert(0, ROOT)
+    import train
+    from vanilla_transformer import training
+    from vanilla_transformer.config_file import ConfigError
+    from vanilla_transformer.translate import load, translate
+
+    config = write_config(str(tmp_path / "tiny.yaml"), str(tmp_path / "run"), generation={"num_samples": 16})
+    with pytest.raises(ConfigError, match="generation.precision"):
+        train.main([config, "generation.precision=int4"])
+    converted = []
+
+    def spy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+        converted.append((model, precision))
+        return to_inference(model, precision)
+
+    monkeypatch.setattr(training, "to_inference", spy)
+    results = train.main([config, "generation.precision=int8"])
+    capsys.readouterr()
+    ((copy_, precision),) = converted
+    assert precision == "int8" and model_precision(copy_) == "int8"
+    saved = load(str(tmp_path / "run"))
+    assert model_precision(saved.model) == "fp32"  # the saved model is the trained one, not the int8 copy
+    sources = [source for source, _, _ in results["samples"]]
+    int8_translations = [translation for _, _, translation in results["samples"]]
+    fp32_translations = list(translate(saved, sources, num_beams=2))
+    assert len(sources) == 16 and sum(a == b for a, b in zip(int8_translations, fp32_translations, strict=True)) >= 12
