@@ -14,6 +14,10 @@ maximum length, ...); `--num-beams`, `--length-penalty` and `--max-new-tokens` o
 than the model accepts (`max_position_embeddings`, or the tokenizer's `model_max_length` if smaller) is refused
 with an error naming its line (exit status 2), or, with `--truncate`, cut to that length with a warning naming
 the line. Sentences are numbered like lines from 1 (an argument counts as a line).
+
+`--alignments` appends to each translation ` ||| ` and its word alignment from cross-attention in the Pharaoh
+`i-j` format (output token j attends most to source token i; tokens without the special ones, counted from 0; the
+head average of the last decoder layer, or of `--alignment-layer`).
 """
 
 import argparse
@@ -151,6 +155,8 @@ def translate(
     progress: bool = False,
     total: int | None = None,
     truncate: bool = False,
+    alignments: bool = False,
+    alignment_layer: int = -1,
 ) -> Iterator[str]:
     """Translate `sentences` in batches of `batch_size`, yielding one translation per sentence in order.
 
@@ -169,6 +175,9 @@ def translate(
         progress: show a tqdm progress bar (on stderr).
         total: number of sentences, for the progress bar.
         truncate: cut sentences longer than the model accepts, with a warning naming each, instead of refusing.
+        alignments: append `" ||| "` and the cross-attention alignment in the Pharaoh format (`"0-0 2-1"`, see
+            `VanillaTranslationPipeline`) to each translation; an empty sentence gives `" ||| "`.
+        alignment_layer: the decoder layer whose head-averaged cross-attention aligns (negative: from the last).
 
     Raises:
         ValueError: an option out of range.
@@ -180,6 +189,9 @@ def translate(
         if value is not None and value < 1:
             raise ValueError(f"`{name}` must be >= 1, got {value}.")
     generate_kwargs = generation_overrides(pipe.model, num_beams, length_penalty, max_new_tokens)
+    if alignments:
+        _check_alignment_layer(pipe.model, alignment_layer)
+        generate_kwargs.update(return_alignments=True, alignment_layer=alignment_layer)
     checked = isinstance(sentences, Sequence) and not isinstance(sentences, str)
     if checked:
         check_lengths(pipe, sentences, truncate=truncate)
@@ -208,7 +220,7 @@ def _translate_batches(
         texts = [text for text in batch if text.strip()]
         options = {"truncation": truncate, **generate_kwargs}
         results = iter(pipe(texts, batch_size=batch_size, **options) if texts else [])
-        out = [next(results)["translation_text"] if text.strip() else "" for text in batch]
+        out = [_output_line(next(results) if text.strip() else None, generate_kwargs) for text in batch]
         bar.update(len(batch))
         done += len(batch)
         batch.clear()
@@ -221,6 +233,25 @@ def _translate_batches(
     if batch:
         yield from flush()
     bar.close()
+
+
+def _check_alignment_layer(model: PreTrainedModel, layer: int) -> None:
+    """Raise ValueError unless the decoder has layer `layer` (negative counts from the last)."""
+    layers = model.config.decoder_layers
+    if not -layers <= layer < layers:
+        raise ValueError(
+            f"alignment layer {layer} does not exist: the decoder has {layers} layer(s) "
+            f"(use 0..{layers - 1}, or -1 for the last)"
+        )
+
+
+def _output_line(result: dict | None, generate_kwargs: dict) -> str:
+    """The output line of one sentence: its translation (empty for an empty sentence), and its alignment if asked."""
+    text = result["translation_text"] if result is not None else ""
+    if not generate_kwargs.get("return_alignments"):
+        return text
+    pairs = result["alignment"] if result is not None else []
+    return text + " ||| " + " ".join(f"{i}-{j}" for i, j in pairs)
 
 
 def _positive_int(text: str) -> int:
@@ -259,8 +290,19 @@ def main(argv: list[str] | None = None) -> None:
         help="cut sentences longer than the model accepts, with a warning naming each line "
         "(default: refuse them with an error)",
     )
+    parser.add_argument(
+        "--alignments",
+        action="store_true",
+        help="append ' ||| ' and the word alignment from cross-attention, Pharaoh 'i-j' pairs: output token j "
+        "attends most to source token i (tokens without the special ones, from 0)",
+    )
+    parser.add_argument(
+        "--alignment-layer", type=int, help="decoder layer of --alignments, head average (default: -1, the last)"
+    )
     parser.add_argument("--device", default="cpu", help='e.g. "cpu", "cuda", "cuda:1"')
     args = parser.parse_args(argv)
+    if args.alignment_layer is not None and not args.alignments:
+        parser.error("--alignment-layer needs --alignments")
     if args.sentences and args.file:
         parser.error("give sentences as arguments or --file, not both")
 
@@ -268,6 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     positions = getattr(pipe.model.config, "max_position_embeddings", None)
     if args.max_new_tokens is not None and isinstance(positions, int) and args.max_new_tokens > positions:
         parser.error(f"--max-new-tokens {args.max_new_tokens} is more than the model's {positions} positions")
+    if args.alignments:
+        try:
+            _check_alignment_layer(pipe.model, -1 if args.alignment_layer is None else args.alignment_layer)
+        except ValueError as error:
+            parser.error(f"--alignment-layer: {error}")
     total = None
     if args.sentences:
         sentences: Iterable[str] = args.sentences
@@ -286,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         progress=args.file is not None,
         total=total,
         truncate=args.truncate,
+        alignments=args.alignments,
+        alignment_layer=-1 if args.alignment_layer is None else args.alignment_layer,
     )
     out = None
     try:
