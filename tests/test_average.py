@@ -108,3 +108,67 @@ def test_averaged_model_carries_the_translation_pipeline(tmp_path):
     pipe = pipeline(TASK, model=str(tmp_path / "avg"), trust_remote_code=True)  # the pipeline code of the folder
     translated = pipe(["a b c", "d e f g"], max_new_tokens=8)
     assert [result["translation_text"] for result in translated] == ["c b a", "g f e d"]  # same weights averaged
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors name what is wrong; the output takes config, generation config and tokenizer from the newest save.
+# ---------------------------------------------------------------------------------------------------------
+def test_missing_inputs_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^Run directory not found: .*nowhere$"):
+        last_checkpoints(str(tmp_path / "nowhere"), 2)
+    with pytest.raises(ValueError, match=r"^No checkpoints to average\.$"):
+        average_state_dicts([])
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"^No model\.safetensors in .*checkpoint-1$"):
+        average_state_dicts([str(tmp_path / "checkpoint-1")])
+
+
+def test_checkpoints_with_other_tensors_are_refused(tmp_path):
+    save_checkpoint(tmp_path / "tied", seed=0)
+    torch.manual_seed(0)
+    VanillaTransformerForConditionalGeneration(tiny_config(tie_word_embeddings=False)).save_pretrained(
+        str(tmp_path / "untied")
+    )  # its own output projection: one tensor more
+    with pytest.raises(ValueError, match=r"^\S*untied has different tensors from \S*tied: can't average them\.$"):
+        average_state_dicts([str(tmp_path / "tied"), str(tmp_path / "untied")])
+
+
+def word_level_tokenizer(words: list[str]):
+    """A small fast tokenizer over `words` (plus <pad>, <s>, </s>, <unk>)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def test_the_output_takes_settings_and_tokenizer_files_from_the_newest_checkpoint(tmp_path):
+    from transformers import GenerationConfig
+
+    for step, beams in ((10, 2), (20, 3), (30, 4)):
+        save_checkpoint(tmp_path / f"checkpoint-{step}", seed=step)
+        GenerationConfig(num_beams=beams, max_new_tokens=7).save_pretrained(tmp_path / f"checkpoint-{step}")
+    for step, words in ((20, ["older"]), (30, ["newest", "words"])):
+        word_level_tokenizer(words).save_pretrained(tmp_path / f"checkpoint-{step}")
+    average_checkpoints(last_checkpoints(str(tmp_path), 3), str(tmp_path / "avg"))
+    assert GenerationConfig.from_pretrained(tmp_path / "avg").num_beams == 4
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the newest checkpoint's files, byte for byte
+        assert (tmp_path / "avg" / name).read_bytes() == (tmp_path / "checkpoint-30" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(("save_steps", "refused"), [(1, True), (0, False)])
+def test_save_steps_of_one_and_zero(tmp_path, save_steps, refused):
+    """Saves every step: steps 1, 3, 4 are not the last three saves. `save_steps` 0 (saving by epoch) says nothing
+    about which steps were saved, so the newest folders are taken as they are."""
+    for step in (1, 3, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text(f'{{"save_steps": {save_steps}}}')
+    if refused:
+        with pytest.raises(ValueError, match=r"steps \[1, 3, 4\]\) are not the last 3 saves, one every 1 steps"):
+            last_checkpoints(str(tmp_path), 3)
+    else:
+        assert [p.rsplit("-", 1)[1] for p in last_checkpoints(str(tmp_path), 3)] == ["1", "3", "4"]

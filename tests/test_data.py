@@ -271,6 +271,43 @@ def test_token_budget_rejects_examples_longer_than_budget():
         TokenBudgetBatchSampler([3, 12], [4, 5], max_tokens=10)
 
 
+def test_token_budget_bad_inputs_are_named():
+    with pytest.raises(ValueError, match=r"^source_lengths and target_lengths must have the same length\.$"):
+        TokenBudgetBatchSampler([3, 4], [4], max_tokens=10)
+    with pytest.raises(ValueError, match=r"\(12 tokens\); raise it or lower `data.max_source_length` / `data.max_"):
+        TokenBudgetBatchSampler([3, 4], [4, 12], max_tokens=10)  # the target side counts too
+    with pytest.raises(ValueError, match=r"^0 examples can't fill 1 batches per step\.$"):
+        TokenBudgetBatchSampler([], [], max_tokens=10)
+    with pytest.raises(ValueError, match=r"^3 examples can't fill 4 batches per step\.$"):
+        TokenBudgetBatchSampler([3, 4, 5], [3, 4, 5], max_tokens=10, multiple_of=4)
+    with pytest.raises(ValueError, match=r"^`max_tokens` \(5\) leaves one example per batch; 3 batches can.t"):
+        TokenBudgetBatchSampler([5, 5, 5], [5, 5, 5], max_tokens=5, multiple_of=2)
+
+
+def test_token_budget_splits_down_to_one_example_per_batch():
+    """As many examples as batches per step is enough: 3 examples that pack 2 + 1 become 3 batches of one."""
+    sampler = TokenBudgetBatchSampler([5, 5, 5], [5, 5, 5], max_tokens=10, multiple_of=3, shuffle=False)
+    assert sorted(sampler.batches) == [[0], [1], [2]]
+    assert len(TokenBudgetBatchSampler([4, 4], [4, 4], max_tokens=10, multiple_of=2)) == 2
+
+
+def test_token_budget_order_is_the_documented_shuffle_of_seed_plus_epoch():
+    """Resuming relies on it: the batch order of an epoch is `random.Random(seed + epoch)`'s shuffle, and epoch 0
+    is the order before any `set_epoch` call."""
+    src, tgt = random_lengths(200, seed=4)
+    sampler = TokenBudgetBatchSampler(src, tgt, max_tokens=200, seed=5)
+    before_any_epoch = list(sampler)
+    for epoch in (0, 3):
+        sampler.set_epoch(epoch)
+        order = list(range(len(sampler.batches)))
+        random.Random(5 + epoch).shuffle(order)
+        assert list(sampler) == [sampler.batches[b] for b in order]
+    sampler.set_epoch(0)
+    assert list(sampler) == before_any_epoch
+    unshuffled = TokenBudgetBatchSampler(src, tgt, max_tokens=200, seed=5, shuffle=False)
+    assert list(unshuffled) == unshuffled.batches  # evaluation: length order
+
+
 def test_dataset_loaded_by_name_like_wmt(tmp_path):
     """`data.dataset` goes through `datasets.load_dataset` (offline here: a local dataset folder, wmt-style rows)."""
     from vanilla_transformer.config_file import DataSection

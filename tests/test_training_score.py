@@ -41,6 +41,7 @@ def test_exact_match_counts_identical_pairs_only() -> None:
     assert result["exact_match"] == pytest.approx(100 / 3)  # only "the cat sat on the mat" is identical
     assert result["n"] == 3.0
     assert score(["Birds sing", "birds sing "], ["birds sing", "birds sing"])["exact_match"] == 0.0  # case, space
+    assert score(["birds sing"], ["birds sing"])["exact_match"] == 100.0  # one pair
     perfect = score(REFERENCES, REFERENCES)
     assert [perfect[k] for k in ("bleu", "chrf", "exact_match")] == pytest.approx([100.0, 100.0, 100.0])
 
