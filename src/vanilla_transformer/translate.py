@@ -18,6 +18,11 @@ the line. Sentences are numbered like lines from 1 (an argument counts as a line
 `--alignments` appends to each translation ` ||| ` and its word alignment from cross-attention in the Pharaoh
 `i-j` format (output token j attends most to source token i; tokens without the special ones, counted from 0; the
 head average of the last decoder layer, or of `--alignment-layer`).
+
+`--precision bf16|fp16|int8` translates with the model converted to that precision (`precision.to_inference`);
+`--backend ctranslate2` translates with CTranslate2 instead of PyTorch, from a CTranslate2 export
+(`export_ctranslate2`) given as `--model`, or from a saved model exported on the fly into a cache; the output is
+the same format.
 """
 
 import argparse
@@ -30,16 +35,32 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from .data import read_lines
 from .pipeline_vanilla_transformer import VanillaTranslationPipeline
+from .precision import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
 
-def load(model_path: str, device: str = "cpu") -> VanillaTranslationPipeline:
-    """Load model + tokenizer from a folder or Hub id into a translation pipeline (in eval mode)."""
+def load(
+    model_path: str, device: str = "cpu", precision: str | None = None, backend: str = "transformers"
+) -> VanillaTranslationPipeline:
+    """Load model + tokenizer from a folder or Hub id into a translation pipeline (in eval mode).
 
+    Args:
+        model_path: a saved model folder or Hub id; for the "ctranslate2" backend also a CTranslate2 export.
+        device: "cpu", "cuda", "cuda:N".
+        precision: None (as saved), "fp32", "bf16", "fp16" or "int8" (see `precision.to_inference`).
+        backend: "transformers" (`VanillaTranslationPipeline`) or "ctranslate2"
+            (`export_ctranslate2.CTranslate2TranslationPipeline`, called the same way).
+    """
+    if backend == "ctranslate2":
+        from .export_ctranslate2 import CTranslate2TranslationPipeline, cached_export
+
+        return CTranslate2TranslationPipeline(cached_export(model_path), device=device, precision=precision)
+    if backend != "transformers":
+        raise ValueError(f"Unknown backend {backend!r}; choose 'transformers' or 'ctranslate2'.")
     model = AutoModelForSeq2SeqLM.from_pretrained(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    return VanillaTranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=device)
+    return VanillaTranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=device, precision=precision)
 
 
 class SourceTooLongError(ValueError):
@@ -300,13 +321,29 @@ def main(argv: list[str] | None = None) -> None:
         "--alignment-layer", type=int, help="decoder layer of --alignments, head average (default: -1, the last)"
     )
     parser.add_argument("--device", default="cpu", help='e.g. "cpu", "cuda", "cuda:1"')
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="convert the model for inference: bf16, fp16 (GPU) or int8 (CPU) (default: as saved)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("transformers", "ctranslate2"),
+        default="transformers",
+        help="ctranslate2: translate with CTranslate2, from an export or a saved model exported into a cache",
+    )
     args = parser.parse_args(argv)
+    if args.backend == "ctranslate2" and args.alignments:
+        parser.error("--alignments needs the transformers backend")
     if args.alignment_layer is not None and not args.alignments:
         parser.error("--alignment-layer needs --alignments")
     if args.sentences and args.file:
         parser.error("give sentences as arguments or --file, not both")
 
-    pipe = load(args.model, device=args.device)
+    try:
+        pipe = load(args.model, device=args.device, precision=args.precision, backend=args.backend)
+    except (ImportError, FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     positions = getattr(pipe.model.config, "max_position_embeddings", None)
     if args.max_new_tokens is not None and isinstance(positions, int) and args.max_new_tokens > positions:
         parser.error(f"--max-new-tokens {args.max_new_tokens} is more than the model's {positions} positions")
