@@ -1,0 +1,33 @@
+"""The offline quick-start as a user runs it (`accelerate launch train.py`): quality, the numbers tried first."""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+# What a user types first: the numbers up to twenty and the round ones (one significant digit) up to 900,000.
+FIRST_TRIED = list(range(21)) + [d * 10**k for k in range(1, 6) for d in range(1, 10)]
+
+
+def test_quickstart_reaches_its_documented_quality(quickstart_run):
+    results = quickstart_run.results
+    assert results["split"] == "test" and results["n"] == 500
+    assert results["bleu"] >= 98.0, results
+    assert "test (500 sentences): BLEU" in quickstart_run.stdout
+
+
+def test_small_and_round_numbers_translate_exactly(quickstart_run):
+    """With the saved model and its generation config (beam search as trained), as `translate` would."""
+    from num2words import num2words
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    import vanilla_transformer  # noqa: F401  (registers the model)
+
+    tokenizer = AutoTokenizer.from_pretrained(quickstart_run.output_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(quickstart_run.output_dir).eval()
+    sources = [num2words(n, lang="de") for n in FIRST_TRIED]
+    with torch.no_grad():
+        output = model.generate(**tokenizer(sources, return_tensors="pt", padding=True))
+    translations = [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+    wrong = {n: t for n, t in zip(FIRST_TRIED, translations, strict=True) if t != num2words(n, lang="en")}
+    assert not wrong, wrong
