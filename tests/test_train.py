@@ -125,6 +125,7 @@ def test_push_to_hub_uploads_a_loadable_repo(tmp_path, monkeypatch):
             "generation_config.json",
             "model.safetensors",
             "modeling_vanilla_transformer.py",
+            "checks_vanilla_transformer.py",
             "pipeline_vanilla_transformer.py",
             "tokenizer.json",
             "tokenizer_config.json",
