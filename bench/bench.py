@@ -47,8 +47,6 @@ from vanilla_transformer import VanillaTransformerConfig, VanillaTransformerForC
 from vanilla_transformer.convert import vanilla_name  # noqa: E402
 from vanilla_transformer.losses import label_smoothed_cross_entropy  # noqa: E402
 
-hf_logging.set_verbosity_error()
-
 SIZES = {
     "small": dict(vocab_size=8000, d_model=256, ffn=1024, layers=3, heads=4),
     "base": dict(vocab_size=32000, d_model=512, ffn=2048, layers=6, heads=8),
@@ -586,6 +584,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    hf_logging.set_verbosity_error()  # here, not at import: the tests import this module
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.table:

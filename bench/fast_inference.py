@@ -22,9 +22,9 @@ so beams compare one to one).
 Before any timing, each variant decodes the case's batch once and its tokens are compared with ours-fp32 (with
 marian when ours-fp32 does not run): the share of identical sequences and of tokens equal up to the first
 difference is printed and saved. The fp32 variants compute the same function and should be identical; bf16 and
-int8 ones agree less on a random model, whose logits are closer to ties than a trained model's. Then the variants run interleaved
-(A B C ..., then ... C B A, alternating), `--reps` timed calls each after `--warmup` untimed ones, and each
-variant's new tokens/s is reported with its ratio to marian per repetition: median [min-max].
+int8 ones agree less on a random model, whose logits are closer to ties than a trained model's. Then the variants
+run interleaved (A B C ..., then ... C B A, alternating), `--reps` timed calls each after `--warmup` untimed ones,
+and each variant's new tokens/s is reported with its ratio to marian per repetition: median [min-max].
 
 `--quality MODEL_DIR SOURCE REFERENCE` instead translates a test set with a trained model in each precision and
 with CTranslate2 (the `translate` code path: its saved generation config, beam search) and reports BLEU, chrF and
@@ -372,6 +372,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    bench.hf_logging.set_verbosity_error()
     if args.table:
         runs = []
         for path in args.table:

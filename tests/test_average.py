@@ -197,6 +197,9 @@ def test_command_line(tmp_path, capsys):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # a user error past the parser: one line, exit status 2, no traceback
+        main([str(tmp_path / "no-such-run"), "--last", "2", "--output", str(tmp_path / "avg")])
+    assert done.value.code == 2 and "error: " in capsys.readouterr().err
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0

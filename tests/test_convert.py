@@ -4,6 +4,7 @@ import copy
 import io
 import json
 import os
+import re
 
 import pytest
 import sentencepiece as spm
@@ -169,7 +170,7 @@ def test_separate_vocabularies_of_different_sizes_are_rejected() -> None:
         convert_marian(reference)
 
 
-def test_fsmt_is_rejected_with_the_reason(tmp_path) -> None:
+def test_fsmt_is_rejected_with_the_reason(tmp_path, capsys) -> None:
     config = FSMTConfig(
         langs=["en", "de"], src_vocab_size=30, tgt_vocab_size=30, d_model=16, encoder_layers=1, decoder_layers=1,
         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
@@ -178,17 +179,19 @@ def test_fsmt_is_rejected_with_the_reason(tmp_path) -> None:
     with pytest.raises(ValueError, match="FSMT.*positions.*vocabularies"):
         convert_marian(FSMTForConditionalGeneration(config))
     config.save_pretrained(tmp_path / "fsmt")
-    with pytest.raises(ValueError, match="FSMT.*positions.*vocabularies"):
+    with pytest.raises(SystemExit) as done:  # the command line: one message, exit status 2
         convert_main([str(tmp_path / "fsmt"), str(tmp_path / "out")])
+    assert done.value.code == 2 and re.search("error: .*FSMT.*positions.*vocabularies", capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 
 
-def test_other_models_are_rejected(tmp_path) -> None:
+def test_other_models_are_rejected(tmp_path, capsys) -> None:
     with pytest.raises(TypeError, match="MarianMTModel"):
         convert_marian(torch.nn.Linear(2, 2))
     BartConfig(vocab_size=VOCAB, d_model=16).save_pretrained(tmp_path / "bart")
-    with pytest.raises(ValueError, match="'bart' model; only Marian"):
+    with pytest.raises(SystemExit) as done:
         convert_main([str(tmp_path / "bart"), str(tmp_path / "out")])
+    assert done.value.code == 2 and "'bart' model; only Marian" in capsys.readouterr().err
 
 
 def marian_tokenizer(folder) -> MarianTokenizer:

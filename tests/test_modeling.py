@@ -103,13 +103,14 @@ def test_output_hidden_states_and_attentions_of_every_stack() -> None:
 def test_output_attentions_with_sdpa_warns_and_names_the_fix() -> None:
     """As transformers' own models: sdpa computes no weights, so the library warns (naming eager) and records none."""
     from transformers.integrations import sdpa_attention
-    from transformers.testing_utils import CaptureLogger
+    from transformers.testing_utils import CaptureLogger, LoggingLevel
+    from transformers.utils import logging
 
     config = tiny_config()
     sdpa, eager = build(config, attn="sdpa"), build(tiny_config(), attn="eager")
     input_ids, decoder_input_ids = random_batch(config)
     sdpa_attention.logger.warning_once.cache_clear()
-    with CaptureLogger(sdpa_attention.logger) as captured:
+    with LoggingLevel(logging.WARNING), CaptureLogger(sdpa_attention.logger) as captured:
         out = sdpa(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_attentions=True)
     assert "set your attention to `eager`" in captured.out
     assert out.encoder_attentions == out.decoder_attentions == out.cross_attentions == ()

@@ -253,7 +253,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = [
     "model.config={d_model: 16, encoder_layers: 1, decoder_layers: 1, encoder_attention_heads: 2, "
     "decoder_attention_heads: 2, encoder_ffn_dim: 32, decoder_ffn_dim: 32, dropout: 0.1, max_position_embeddings: 64}",
-    "data.quickstart={max_number: 999, train_size: 64, validation_size: 8, test_size: 8}",
+    "data.quickstart={max_number: 999, train_size: 64, validation_size: 8, test_size: 8, cover_below: 10, "
+    "repeat_small: 1}",
     "data.max_source_length=32",
     "data.max_target_length=32",
     "tokenizer={vocab_size: 120, min_frequency: 1}",

@@ -127,6 +127,7 @@ def test_push_to_hub_uploads_a_loadable_repo(tmp_path, monkeypatch):
             "modeling_vanilla_transformer.py",
             "checks_vanilla_transformer.py",
             "pipeline_vanilla_transformer.py",
+            "precision.py",
             "tokenizer.json",
             "tokenizer_config.json",
         ]

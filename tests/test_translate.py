@@ -76,7 +76,8 @@ def reference(sentence: str, **generate_kwargs: object) -> str:
 
 def test_pipeline_translates_in_batches_like_single_generate_calls(model_dir: str) -> None:
     pipe = pipeline(TASK, model=model_dir)
-    assert isinstance(pipe, VanillaTranslationPipeline)
+    # by name: once a test has loaded the pipeline as remote code, the registry holds that copy of the class
+    assert type(pipe).__name__ == VanillaTranslationPipeline.__name__
     results = pipe(SENTENCES, batch_size=3, max_new_tokens=8)  # batches of different lengths -> padding
     texts = [result["translation_text"] for result in results]
     assert texts == [reference(s, max_new_tokens=8) for s in SENTENCES]
@@ -197,6 +198,20 @@ def test_command_refuses_too_long_sentences_with_one_clear_line(model_dir: str, 
     with pytest.raises(SourceTooLongError, match=r"line 2 has 73 tokens.*pass `truncate=True` to keep only") as error:
         translate(load(model_dir), [SENTENCES[0], LONG])
     assert (error.value.line, error.value.length, error.value.limit) == (2, 73, 64)
+
+
+def test_pipeline_refuses_too_long_sentences_unless_asked_to_cut(model_dir: str, caplog) -> None:
+    """The pipeline never cuts silently: an error naming the limit, or with `truncation=True` a warning."""
+    pipe = load(model_dir)
+    with pytest.raises(ValueError, match=r"has 73 tokens, more than the model's limit of 64.*truncation=True"):
+        pipe([SENTENCES[0], LONG], max_new_tokens=8)
+    with caplog.at_level(logging.WARNING):
+        cut = pipe(LONG, truncation=True, max_new_tokens=8)
+    assert any("Cut a sentence of 73 tokens to the model's 64" in r.getMessage() for r in caplog.records)
+    model, tokenizer = reversal_model()
+    inputs = tokenizer(LONG, return_tensors="pt", truncation=True, max_length=64)
+    expected = tokenizer.decode(model.generate(**inputs, max_new_tokens=8)[0], skip_special_tokens=True)
+    assert cut[0]["translation_text"] == expected
 
 
 def test_truncate_cuts_long_sentences_and_names_their_lines(model_dir: str, tmp_path, caplog) -> None:

@@ -126,13 +126,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--last", type=int, help="average the last N checkpoint-* folders of the run directory")
     parser.add_argument("--output", required=True, help="folder to write the averaged model to")
     options = parser.parse_args(argv)
-    if options.last is not None:
-        if len(options.paths) != 1:
-            parser.error("--last takes exactly one run directory")
-        paths = last_checkpoints(options.paths[0], options.last)
-    else:
-        paths = options.paths
-    average_checkpoints(paths, options.output)
+    if options.last is not None and len(options.paths) != 1:
+        parser.error("--last takes exactly one run directory")
+    try:  # a user error is one line and exit status 2; VT_DEBUG=1 keeps the traceback
+        paths = last_checkpoints(options.paths[0], options.last) if options.last is not None else options.paths
+        average_checkpoints(paths, options.output)
+    except (ValueError, OSError) as error:
+        if os.environ.get("VT_DEBUG", "0") not in ("", "0"):
+            raise
+        parser.error(str(error))
     print(f"Averaged {len(paths)} checkpoints ({', '.join(os.path.basename(p) for p in paths)}) -> {options.output}")
 
 

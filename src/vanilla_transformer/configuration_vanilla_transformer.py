@@ -57,8 +57,8 @@ class VanillaTransformerConfig(PreTrainedConfig):
         add_final_logits_bias: Add a learned-free bias buffer to the logits (Marian's `final_logits_bias`,
             for converted checkpoints). The paper has none.
         init_std: Initialisation (not specified by the paper). A number (default 0.02): N(0, init_std) for linear
-            layers and embeddings, as BART/Marian. None: Xavier-uniform linear layers and embeddings N(0, d_model^-0.5),
-            the tensor2tensor/fairseq convention. On Multi30k (bench/quality.md, bench/multi30k.md) 0.02 learned
+            layers and embeddings, as BART/Marian. None: Xavier-uniform linear layers and embeddings
+            N(0, d_model^-0.5), the tensor2tensor/fairseq convention. On Multi30k (bench/quality.md) 0.02 learned
             faster per step in both directions (validation loss 3.55 against 4.08 after 650 steps, en->de).
         use_cache: Return and reuse key/value caches during generation.
         pad_token_id, bos_token_id, eos_token_id, decoder_start_token_id: Special token ids; the decoder

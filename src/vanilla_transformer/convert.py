@@ -24,6 +24,7 @@ Command line (downloads the checkpoint from the Hub unless it is a local folder)
 import argparse
 import copy
 import logging
+import os
 import re
 from typing import NoReturn
 
@@ -220,7 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output_dir", help="folder to write the converted model and tokenizer to")
     parser.add_argument("--no-pipeline", action="store_true", help="do not save the custom translation pipeline")
     args = parser.parse_args(argv)
-    path = convert_checkpoint(args.source, args.output_dir, save_pipeline=not args.no_pipeline)
+    try:  # a user error is one line and exit status 2; VT_DEBUG=1 keeps the traceback
+        path = convert_checkpoint(args.source, args.output_dir, save_pipeline=not args.no_pipeline)
+    except (ValueError, OSError) as error:
+        if os.environ.get("VT_DEBUG", "0") not in ("", "0"):
+            raise
+        parser.error(str(error))
     print(f"Converted {args.source} -> {path}")
 
 

@@ -18,10 +18,12 @@ called "translation" because transformers rejects that removed task name before 
 import torch
 from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
 
 from .precision import to_inference
 
 TASK = "vanilla-translation"
+logger = logging.get_logger(__name__)
 
 # Keyword arguments handled by the pipeline itself; every other keyword goes to `model.generate()`.
 _PREPROCESS_KEYS = ("truncation", "max_source_length")
@@ -114,17 +116,31 @@ class VanillaTranslationPipeline(Pipeline):
         return results
 
     def preprocess(
-        self, text: str, truncation: bool = True, max_source_length: int | None = None
+        self, text: str, truncation: bool = False, max_source_length: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """One string -> `input_ids` and `attention_mask` of shape (1, S), truncated to what the model accepts."""
+        """One string -> `input_ids` and `attention_mask` of shape (1, S).
+
+        A sentence longer than the model accepts (`max_source_length`, by default the smaller of the model's
+        `max_position_embeddings` and the tokenizer's `model_max_length`) is an error, never cut silently; with
+        `truncation=True` it is cut to that length with a warning.
+        """
         if not isinstance(text, str):
             raise TypeError(f"{TASK} takes strings, got {type(text).__name__}.")
         if max_source_length is None:
             limits = [getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length]
             max_source_length = min(limit for limit in limits if isinstance(limit, int) and limit > 0)
-        return self.tokenizer(
-            text, return_tensors="pt", truncation=truncation, max_length=max_source_length if truncation else None
-        )
+        inputs = self.tokenizer(text, return_tensors="pt")
+        length = inputs["input_ids"].shape[-1]
+        if length > max_source_length:
+            if not truncation:
+                raise ValueError(
+                    f"The sentence has {length} tokens, more than the model's limit of {max_source_length}: shorten "
+                    f"or split it, or pass truncation=True to keep only its first {max_source_length} tokens "
+                    f"({text[:60]!r}...)."
+                )
+            logger.warning(f"Cut a sentence of {length} tokens to the model's {max_source_length}: {text[:60]!r}...")
+            inputs = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=max_source_length)
+        return inputs
 
     def _forward(
         self,
