@@ -136,6 +136,11 @@ def test_command_options_are_the_arguments_generate_receives(model_dir: str, cap
 
 
 def test_command_decodes_with_the_models_saved_settings(saved_settings_dir: str, capsys, transformers_log) -> None:
+    from transformers.utils import logging as hf_logging
+
+    # transformers warns once per process: forget earlier tests' warnings, so both checks below can fail
+    hf_logging.get_logger("transformers").warning_once.cache_clear()
+    hf_logging.set_verbosity_warning()
     saved = dict(num_beams=3, length_penalty=2.0, early_stopping=True)
     main(["--model", saved_settings_dir, SENTENCES[3]])  # "j k l a b": 5 words, the saved length allows 3
     translation = capsys.readouterr().out.strip()
