@@ -582,6 +582,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def machine_info(**extra: object) -> dict:
+    """Versions, CPU, threads and the load average at the start of a run, plus `extra`."""
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "load_average_start": os.getloadavg(),
+        **extra,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     hf_logging.set_verbosity_error()  # here, not at import: the tests import this module
@@ -605,17 +618,11 @@ def main(argv: list[str] | None = None) -> dict:
             )
         return combined
     torch.set_num_threads(args.threads)
-    machine = {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "clock": args.clock,
-        "load_average_start": os.getloadavg(),
-        "gemm_flops": gemm_rate(256 if args.quick else 1024),
-        "dram_read_bytes_per_s": dram_read_bandwidth(8 if args.quick else 256),
-    }
+    machine = machine_info(
+        clock=args.clock,
+        gemm_flops=gemm_rate(256 if args.quick else 1024),
+        dram_read_bytes_per_s=dram_read_bandwidth(8 if args.quick else 256),
+    )
     print(
         f"torch {machine['torch']}, transformers {machine['transformers']}, {machine['threads']} threads, "
         f"load {machine['load_average_start'][0]:.2f}; fp32 GEMM {machine['gemm_flops'] / 1e9:.0f} GFLOP/s, "

@@ -38,7 +38,6 @@ the agreement with fp32.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -386,14 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True
-    machine = {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "load_average_start": os.getloadavg(),
-    }
+    machine = bench.machine_info()
     try:
         import ctranslate2
 
