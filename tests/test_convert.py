@@ -244,3 +244,60 @@ def test_commands_convert_a_local_checkpoint_then_translate_like_marian(tmp_path
     assert all(expected)  # real text, not just special tokens
     translate_main(["--model", str(target), "--num-beams", "3", "--max-new-tokens", "12", *sentences])
     assert capsys.readouterr().out.splitlines() == expected
+
+
+def saved_marian_with_tokenizer(tmp_path):
+    tokenizer = marian_tokenizer(tmp_path / "spm")
+    reference = marian(seed=0, bias=False, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                       decoder_start_token_id=tokenizer.pad_token_id)  # fmt: skip
+    reference.save_pretrained(tmp_path / "marian")
+    tokenizer.save_pretrained(tmp_path / "marian")
+    return tmp_path / "marian"
+
+
+def test_the_pipeline_is_saved_unless_no_pipeline_is_asked_for(tmp_path, capsys) -> None:
+    from vanilla_transformer.convert import convert_checkpoint
+
+    source = saved_marian_with_tokenizer(tmp_path)
+    convert_checkpoint(str(source), str(tmp_path / "api"))  # the function's default: with the pipeline
+    assert (tmp_path / "api" / "pipeline_vanilla_transformer.py").is_file()
+    convert_main([str(source), str(tmp_path / "bare"), "--no-pipeline"])
+    assert f"Converted {source} -> {tmp_path / 'bare'}" in capsys.readouterr().out
+    assert (tmp_path / "bare" / "modeling_vanilla_transformer.py").is_file()
+    assert not (tmp_path / "bare" / "pipeline_vanilla_transformer.py").exists()
+    assert "custom_pipelines" not in json.loads((tmp_path / "bare" / "config.json").read_text())
+
+
+def test_convert_help_names_the_command_and_its_arguments(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        convert_main(["--help"])
+    assert done.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert shown.startswith("usage: python -m vanilla_transformer.convert [-h] [--no-pipeline] source output_dir")
+    for text in (
+        "Convert a Marian (OPUS-MT) checkpoint to VanillaTransformer.",
+        "source Hub model id (e.g. Helsinki-NLP/opus-mt-en-de) or local Marian folder",
+        "output_dir folder to write the converted model and tokenizer to",
+        "--no-pipeline do not save the custom translation pipeline",
+    ):
+        assert text in shown, text
+
+
+def test_convert_user_error_keeps_its_traceback_with_vt_debug(tmp_path, monkeypatch) -> None:
+    BartConfig(vocab_size=VOCAB, d_model=16).save_pretrained(tmp_path / "bart")
+    monkeypatch.setenv("VT_DEBUG", "1")
+    with pytest.raises(ValueError, match="'bart' model; only Marian checkpoints convert"):
+        convert_main([str(tmp_path / "bart"), str(tmp_path / "out")])
+
+
+def test_fsmt_message_says_why_and_what_to_use() -> None:
+    from vanilla_transformer.convert import _fsmt_error
+
+    message = str(_fsmt_error(FSMTConfig(langs=["en", "de"], src_vocab_size=30, tgt_vocab_size=31)))
+    assert message == (
+        "FSMT (fairseq) checkpoints cannot be converted to VanillaTransformer: (1) fairseq's sinusoidal positions "
+        "use frequencies 10000^(-i/(d_model/2-1)) instead of the paper's 10000^(-2i/d_model), start at "
+        "padding_idx+1 and give padding tokens a zero vector, so positions depend on the padding; (2) FSMT has "
+        "separate source/target vocabularies (src_vocab_size=30, tgt_vocab_size=31) with separate embeddings, while "
+        "VanillaTransformer has one. Use FSMTForConditionalGeneration directly."
+    )

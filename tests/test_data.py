@@ -321,3 +321,181 @@ def test_dataset_loaded_by_name_like_wmt(tmp_path):
     assert list(splits["test"]["source"]) == ["three birds"] and list(splits["test"]["target"]) == ["drei Vögel"]
     with pytest.raises(DataError, match=r"missing language key\(s\) \['fr'\]"):
         load_splits(DataSection(dataset=str(tmp_path), source_lang="en", target_lang="fr"), seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Readers, line by line (each behaviour below was once changeable without a failing test)
+# ---------------------------------------------------------------------------------------------------------
+def test_line_ends_crlf_and_a_lone_carriage_return(tmp_path):
+    """Windows line ends are one line end (a TSV header's last column is `en`, not `en\\r`); a lone \\r inside a
+    line is text, not a line break (it would shift every later pair)."""
+    from vanilla_transformer.data import read_lines
+
+    path = tmp_path / "a.tsv"
+    path.write_bytes(b"de\ten\r\nein Hund\ta dog\r\nzwei\rdrei\ttwo\n")
+    assert read_lines(str(path)) == ["de\ten", "ein Hund\ta dog", "zwei\rdrei\ttwo"]
+    data = load_local_split(str(path), "de", "en", "error")
+    assert list(zip(data["source"], data["target"], strict=True)) == [("ein Hund", "a dog"), ("zwei\rdrei", "two")]
+
+
+def test_files_are_utf8_whatever_the_locale(tmp_path):
+    """Read and written as UTF-8 even where the locale's encoding is ASCII (a C locale without UTF-8 mode)."""
+    import os
+    import subprocess
+    import sys
+
+    write(tmp_path / "t.de", "drei Vögel\n")
+    write(tmp_path / "t.en", "three birds\n")
+    script = (
+        "import sys; from vanilla_transformer.data import read_lines; from vanilla_transformer.safety import "
+        "atomic_write_text; assert read_lines(sys.argv[1] + '.de') == ['drei V\\u00f6gel']; "
+        "atomic_write_text(sys.argv[1] + '.out', 'Gr\\u00fc\\u00dfe')"  # the command line itself in ASCII
+    )
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0",
+               PYTHONPATH=os.pathsep.join(sys.path))  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "t.out").read_bytes() == "Grüße".encode()
+
+
+def test_tsv_rows_are_read_verbatim_and_errors_give_the_file_line(tmp_path):
+    path = write(tmp_path / "a.tsv", 'de\ten\tsource note\n"Hallo", sagte er\t"Hello," he said\tn 1\n\nx\ty\tz\n')
+    data = load_local_split(path, "de", "en", "skip")  # quotes are text; columns split at tabs only
+    assert list(zip(data["source"], data["target"], strict=True)) == [('"Hallo", sagte er', '"Hello," he said'),
+                                                                       ("x", "y")]  # fmt: skip
+    with pytest.raises(DataError, match=r"a\.tsv:3: empty source sentence"):
+        load_local_split(path, "de", "en", "error")
+    path = write(tmp_path / "b.tsv", "de\ten\na\tb\nc\n")
+    with pytest.raises(DataError, match=r"^.*b\.tsv:3: 1 tab-separated fields, but the header has 2\.$"):
+        load_local_split(path, "de", "en", "error")
+    path = write(tmp_path / "c.tsv", "de en\na b\n")
+    with pytest.raises(DataError) as error:
+        load_local_split(path, "de", "en", "error")
+    assert str(error.value) == (
+        f"{path}: the header line ['de en'] has no column(s) ['de', 'en']. A TSV file starts with a header naming "
+        "its columns, e.g. 'de<TAB>en'."
+    )
+
+
+def test_jsonl_rows_after_an_empty_line_are_read_and_non_objects_named(tmp_path):
+    path = write(tmp_path / "a.jsonl", '{"de": "a", "en": "b"}\n\n{"de": "c", "en": "d"}\n')
+    data = load_local_split(path, "de", "en", "skip")
+    assert list(zip(data["source"], data["target"], strict=True)) == [("a", "b"), ("c", "d")]
+    with pytest.raises(DataError, match=r"a\.jsonl:2: empty source sentence"):
+        load_local_split(path, "de", "en", "error")
+    path = write(tmp_path / "b.jsonl", '["a", "b"]\n')
+    with pytest.raises(DataError, match=r"^.*b\.jsonl:1: expected a JSON object per line, got list\.$"):
+        load_local_split(path, "de", "en", "error")
+    path = write(tmp_path / "c.jsonl", '{"de": "a", "fr": "b"}\n')
+    with pytest.raises(DataError, match=r"`data\.target_lang` to keys present in the data\.$"):
+        load_local_split(path, "de", "en", "error")
+
+
+def test_skipped_pairs_are_counted_in_the_log_and_the_empty_side_named(tmp_path, caplog):
+    path = write(tmp_path / "a.tsv", "de\ten\na\t \n \tb\nc\td\n \t \n")
+    with caplog.at_level("WARNING", logger="vanilla_transformer.data"):
+        data = load_local_split(path, "de", "en", "skip")
+    assert list(data["source"]) == ["c"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: skipped 3 pair(s) with an empty side (data.empty_lines=skip)."
+    ]
+    with pytest.raises(DataError, match=r"a\.tsv:2: empty target sentence"):
+        load_local_split(path, "de", "en", "error")
+
+
+def test_format_from_the_name_in_any_case_and_a_prefix_with_one_file(tmp_path):
+    for name in ("a.json", "b.JSONL", "c.Json"):
+        write(tmp_path / name, '{"de": "a", "en": "b"}\n')
+        assert list(load_local_split(str(tmp_path / name), "de", "en", "error")["target"]) == ["b"]
+    write(tmp_path / "d.TSV", "de\ten\na\tb\n")
+    assert list(load_local_split(str(tmp_path / "d.TSV"), "de", "en", "error")["target"]) == ["b"]
+    write(tmp_path / "only.en", "b\n")  # the target file alone: a parallel-text prefix missing its source file
+    with pytest.raises(DataError, match=r"^Data file not found: .*only\.de$"):
+        load_local_split(str(tmp_path / "only"), "de", "en", "error")
+    write(tmp_path / "e.csv", "de,en\n")
+    with pytest.raises(DataError) as error:
+        load_local_split(str(tmp_path / "e.csv"), "de", "en", "error")
+    assert str(error.value) == (
+        f"Can't tell the format of {tmp_path / 'e.csv'}: name JSON lines files *.jsonl, TSV files *.tsv, or give the "
+        "prefix of parallel text files (PREFIX.de and PREFIX.en)."
+    )
+
+
+def test_hub_split_with_one_column_per_language_and_row_names(caplog):
+    split = datasets.Dataset.from_dict({"de": ["a", " ", "c"], "en": ["b", "x", "d"], "id": [1, 2, 3]})
+    with caplog.at_level("WARNING", logger="vanilla_transformer.data"):
+        data = hub_split_to_dataset(split, "train split of x", "de", "en", "skip")
+    assert list(zip(data["source"], data["target"], strict=True)) == [("a", "b"), ("c", "d")]
+    assert caplog.records[0].getMessage().startswith("train split of x: skipped 1 pair(s)")
+    data = hub_split_to_dataset(split, "train split of x", "en", "de", "skip")
+    assert list(data["source"]) == ["b", "d"]
+    with pytest.raises(DataError, match=r"train split of x row 1: empty source"):
+        hub_split_to_dataset(split, "train split of x", "de", "en", "error")
+    for columns in ({"de": ["a"], "fr": ["b"]}, {"fr": ["a"], "en": ["b"]}):
+        with pytest.raises(DataError, match="no `translation` column and no columns 'de'/'en'"):
+            hub_split_to_dataset(datasets.Dataset.from_dict(columns), "x", "de", "en", "error")
+    nested = datasets.Dataset.from_dict({"translation": [{"de": "a", "en": "b"}, {"de": "a", "fr": "b"}]})
+    with pytest.raises(DataError, match=r"^train split of x row 1: missing language key\(s\) \['en'\]"):
+        hub_split_to_dataset(nested, "train split of x", "de", "en", "error")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The quick-start numbers, exactly
+# ---------------------------------------------------------------------------------------------------------
+def test_round_numbers_are_those_with_one_significant_digit():
+    from vanilla_transformer.data import _round_numbers, is_round
+
+    assert _round_numbers(999) == [*range(10), *range(10, 100, 10), *range(100, 1000, 100)]
+    assert _round_numbers(5000)[-6:] == [700, 800, 900, 1000, 2000, 3000, 4000, 5000][-6:]
+    assert [n for n in range(100001) if is_round(n)] == _round_numbers(100000)
+
+
+def test_quickstart_draw_is_seeded_and_spans_every_length():
+    def draw(seed, **fields):
+        sizes = dict(max_number=99, train_size=80, validation_size=10, test_size=10)
+        splits = number_words_splits(**{**sizes, **fields}, seed=seed)
+        return [list(splits[s]["source"]) for s in ("train", "validation", "test")]
+
+    assert draw(1) == draw(1) and draw(1) != draw(2)
+    from num2words import num2words
+
+    drawn = [w for split in draw(3) for w in split]  # 100 of 100 numbers: each length, 0 and 99 included
+    assert sorted(drawn) == sorted(num2words(n, lang="de") for n in range(100))
+    # With cover_below every drawn number has 4 to 6 digits, each length about a third of the draws.
+    splits = number_words_splits(max_number=999999, train_size=4000, validation_size=0, test_size=0, seed=0,
+                                 cover_below=1000, repeat_small=1)  # fmt: skip
+    covered = {num2words(n, lang="en") for n in range(1000)} | {num2words(d * 10**k, lang="en") for k in (3, 4, 5)
+                                                               for d in range(1, 10)}  # fmt: skip
+    drawn = [t for t in splits["train"]["target"] if t not in covered]
+    assert len(drawn) == 4000 - 1000 - 27  # the covered numbers: 0-999 and the round ones from 1,000 to 900,000
+    ones = {num2words(n, lang="en") for n in range(1, 10)}
+
+    def digits(english):  # from the thousands part: "seven" 4 digits, "seventy-two" 5, "... hundred ..." 6
+        thousands = english.split(" thousand")[0]
+        return 6 if "hundred" in thousands else 4 if thousands in ones else 5
+
+    from collections import Counter
+
+    lengths = Counter(digits(t) for t in drawn)
+    assert set(lengths) == {4, 5, 6} and min(lengths.values()) > 0.3 * len(drawn), lengths
+
+
+def test_quickstart_size_edges_are_accepted_and_messages_exact():
+    splits = number_words_splits(max_number=100, train_size=111, validation_size=0, test_size=0, seed=0,
+                                 cover_below=10, repeat_small=2)  # fmt: skip
+    assert len(splits["train"]) == 111  # 40 covered (0-9 and 10, 20, ..., 100, all round: twice) + 71 of 81 drawn
+    splits = number_words_splits(max_number=1000, train_size=1001, validation_size=0, test_size=0, seed=0,
+                                 cover_below=1000)  # fmt: skip
+    assert len(splits["train"]) == 1001  # cover_below == max_number, train_size == the covered numbers
+    number_words_splits(max_number=99, train_size=100, validation_size=0, test_size=0, seed=0)  # all 100 numbers
+    with pytest.raises(DataError, match=r"^`data\.quickstart\.repeat_small` must be at least 1, got 0\.$"):
+        number_words_splits(max_number=999, train_size=10, validation_size=1, test_size=1, seed=0, repeat_small=0)
+    with pytest.raises(DataError, match=r"there are only 8991 \(from 1000 to max_number 9999, not round\)\.$"):
+        number_words_splits(max_number=9999, train_size=10000, validation_size=100, test_size=100, seed=0,
+                            cover_below=1000)  # fmt: skip
+    with pytest.raises(DataError, match=r"there are only 100 \(from 0 to max_number 99\)\.$"):
+        number_words_splits(max_number=99, train_size=101, validation_size=0, test_size=0, seed=0)
+    for bad in (1, 100000):
+        with pytest.raises(DataError, match="must be a power of ten from 10 to max_number"):
+            number_words_splits(max_number=9999, train_size=20000, validation_size=1, test_size=1, seed=0,
+                                cover_below=bad)  # fmt: skip

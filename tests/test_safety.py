@@ -348,3 +348,43 @@ def test_overwrite_output_dir_moves_the_earlier_runs_checkpoints_aside(run_dir, 
     assert get_last_checkpoint(str(out)) is None
     (moved,) = [name for name in os.listdir(out) if name.startswith("previous-run-")]
     assert sorted(os.listdir(out / moved)) == old
+
+
+def test_set_aside_names_never_overwrite_earlier_ones_and_the_log_says_what_moved(run_dir, tmp_path, caplog) -> None:
+    """Two incomplete checkpoints, the first name already taken by an earlier set-aside: each gets the next free
+    name, every incomplete one is moved (not only the first), and the warning names the folder, its new name, why."""
+    out = copy_run(run_dir, tmp_path)
+    for step in (2, 4):
+        (out / f"checkpoint-{step}" / "trainer_state.json").unlink()
+    (out / "incomplete-checkpoint-4").mkdir()
+    (out / "incomplete-2-checkpoint-4").mkdir()
+    with caplog.at_level("WARNING", logger="vanilla_transformer.safety"):
+        moved = set_aside_incomplete_checkpoints(str(out))
+    assert moved == [str(out / "incomplete-3-checkpoint-4"), str(out / "incomplete-checkpoint-2")]  # newest first
+    assert not (out / "checkpoint-2").exists() and not (out / "checkpoint-4").exists()
+    assert (out / "incomplete-3-checkpoint-4" / "model.safetensors").is_file()
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Set aside the incomplete checkpoint {out / f'checkpoint-{step}'} as {target}: trainer_state.json is missing "
+        "(the save was interrupted)."
+        for step, target in zip((4, 2), moved, strict=True)
+    ]
+
+
+def test_previous_run_folders_are_named_by_utc_time_and_never_reused(run_dir, tmp_path, caplog, monkeypatch) -> None:
+    import time
+
+    from vanilla_transformer.safety import set_aside_previous_run
+
+    utc = time.gmtime(86400 * 365 + 3661)  # 1971-01-01 01:01:01 UTC; the folder name must use this clock
+    monkeypatch.setattr(time, "gmtime", lambda seconds=None: utc)
+    out = copy_run(run_dir, tmp_path)
+    (out / "previous-run-19710101T010101Z").mkdir()
+    (out / "previous-run-19710101T010101Z-2").mkdir()
+    with caplog.at_level("WARNING", logger="vanilla_transformer.safety"):
+        target = set_aside_previous_run(str(out))
+    assert target == str(out / "previous-run-19710101T010101Z-3")
+    assert sorted(os.listdir(target)) == ["checkpoint-2", "checkpoint-4"]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"overwrite_output_dir: moved 2 checkpoint(s) of the earlier run into {target}."
+    ]
+    assert set_aside_previous_run(str(out)) is None  # nothing left to move
