@@ -30,15 +30,17 @@ def test_small_and_round_numbers_translate_exactly(quickstart_run):
         output = model.generate(**tokenizer(sources, return_tensors="pt", padding=True))
     translations = [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
     wrong = {n: t for n, t in zip(FIRST_TRIED, translations, strict=True) if t != num2words(n, lang="en")}
-    # Measured (README, "The offline quick-start"): 65 of these 66 exact ("zwei" -> "forty-two"); checkpoints of
-    # the same run differ in which one or two they miss, so the bar is 64 of 66, not all of them.
+    # Measured (README, "The offline quick-start"): all 66 exact on an AMD EPYC machine, 65 on an Intel Xeon machine
+    # ("zwei" -> "forty-two"): the float rounding of the CPU changes the trajectory, and the short inputs are where
+    # it shows, so the bar is 64 of 66, not all of them (other seeds give 50 and 57: the README says so).
     assert len(wrong) <= 2, wrong
 
 
 def test_quickstart_learns_at_its_measured_speed(quickstart_run):
     """The quality guard: validation BLEU early in the run, where a recipe or model change that learns worse shows.
 
-    Measured with this preset: 61.1 at step 500 and 99.2 at step 1,000. With the initialisation N(0, 0.02) instead
+    Measured with this preset: 61.1 at step 500 and 99.2 at step 1,000 on an Intel Xeon machine, 75.2 and 93.4 on an
+    AMD EPYC machine (seeds 1 and 2 there: 72.3 / 99.1 and 77.2 / 99.2). With the initialisation N(0, 0.02) instead
     (a change that learns slower on this task) the same run gave 16.5 and 80.9, and its final test BLEU (98.2) would
     still pass the 98 bar above: the final score alone does not guard the learning speed.
     """
@@ -49,4 +51,4 @@ def test_quickstart_learns_at_its_measured_speed(quickstart_run):
         history = json.load(handle)["log_history"]
     bleu = {row["step"]: row["eval_bleu"] for row in history if "eval_bleu" in row}
     assert bleu[500] >= 45.0, bleu
-    assert bleu[1000] >= 95.0, bleu
+    assert bleu[1000] >= 88.0, bleu
