@@ -548,3 +548,116 @@ def test_auto_classes_resolve(tmp_path) -> None:
         want = model.model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).last_hidden_state
         got = base(input_ids=input_ids, decoder_input_ids=decoder_input_ids).last_hidden_state
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Details a wrong version would pass the tests above with (found by mutation testing, tests/README.md)
+# ---------------------------------------------------------------------------------------------------------
+def test_attention_weights_are_softmax_of_q_k_over_sqrt_d_k() -> None:
+    """Section 3.2.1 by hand from the layer's own projections: the 1/sqrt(d_k) scaling, not only its consistency
+    between attention implementations."""
+    config = tiny_config()
+    model = build(config, attn="eager")
+    attention = model.model.encoder.layers[0].self_attn
+    x = torch.randn(1, 5, config.d_model, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, weights = attention(x)
+        heads, d_k = config.encoder_attention_heads, config.d_model // config.encoder_attention_heads
+        q = attention.q_proj(x).view(1, 5, heads, d_k).transpose(1, 2)
+        k = attention.k_proj(x).view(1, 5, heads, d_k).transpose(1, 2)
+        expected = torch.softmax(q @ k.transpose(2, 3) / math.sqrt(d_k), dim=-1)
+    torch.testing.assert_close(weights, expected)
+
+
+def test_sinusoids_are_exact_far_along_the_table_and_not_saved() -> None:
+    """Computed in float64: a float32 computation is off by ~1e-4 at position 2,000. The table is a buffer that is
+    rebuilt, never written to a checkpoint."""
+    n, d = 2048, 16
+    table = VanillaTransformerSinusoidalPositionalEncoding(n, d).pe
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    angle = pos / 10000 ** (2 * torch.arange(d // 2, dtype=torch.float64) / d)
+    expected = torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(n, d).float()
+    torch.testing.assert_close(table, expected, atol=1e-6, rtol=0)
+    model = build(tiny_config())
+    assert not [name for name in model.state_dict() if name.endswith(".pe")]
+
+
+def test_positions_from_an_offset_int_or_tensor() -> None:
+    """Decoding with a cache reads the positions after the cached ones; a static cache gives the offset as a tensor."""
+    encoding = VanillaTransformerSinusoidalPositionalEncoding(20, 8)
+    torch.testing.assert_close(encoding(4), encoding.pe[:4])
+    torch.testing.assert_close(encoding(4, 3), encoding.pe[3:7])
+    torch.testing.assert_close(encoding(4, torch.tensor(3)), encoding.pe[3:7])
+
+
+def test_the_configured_positional_layout_reaches_both_stacks() -> None:
+    model = build(tiny_config(positional_encoding_layout="concatenated"))
+    reference = VanillaTransformerSinusoidalPositionalEncoding(64, 32, "concatenated").pe
+    for stack in (model.model.encoder, model.model.decoder):
+        torch.testing.assert_close(stack.embed_positions.pe, reference)
+
+
+def test_padding_embedding_gets_no_gradient() -> None:
+    """`padding_idx`: pad positions of the input give the pad row no gradient (with tied embeddings the output
+    projection, which scores the pad token like any other, still does)."""
+    for tie in (True, False):
+        config = tiny_config(tie_word_embeddings=tie)
+        model = build(config).train()
+        source, target = random_batch(config)
+        source[:, -2:] = config.pad_token_id
+        embeddings = model.get_input_embeddings()(torch.cat([source, target], dim=1))
+        embeddings.sum().backward()
+        for embedding in {model.model.encoder.embed_tokens, model.model.decoder.embed_tokens, model.model.shared}:
+            assert embedding.padding_idx == config.pad_token_id
+        grad = model.get_input_embeddings().weight.grad
+        assert not grad[config.pad_token_id].any() and grad.abs().sum() > 0
+
+
+def test_a_new_model_does_not_checkpoint_gradients() -> None:
+    model = build(tiny_config())
+    assert not model.is_activation_checkpointing
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_eval_mode_is_deterministic_with_every_dropout_set(attn: str) -> None:
+    """Attention and ReLU dropout apply in training only; training mode draws them (so they are on)."""
+    config = tiny_config(dropout=0.0, attention_dropout=0.3, activation_dropout=0.3)
+    model = build(config, attn=attn)
+    source, target = random_batch(config)
+    batch = dict(input_ids=source, decoder_input_ids=target)
+    with torch.no_grad():
+        first, second = model(**batch).logits, model(**batch).logits
+        torch.testing.assert_close(first, second)
+        model.train()
+        assert not torch.equal(model(**batch).logits, model(**batch).logits)
+
+
+def test_eager_attention_without_dropout_is_deterministic_in_training() -> None:
+    config = tiny_config(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    model = build(config, attn="eager").train()
+    source, target = random_batch(config)
+    batch = dict(input_ids=source, decoder_input_ids=target)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, model(**batch).logits)
+
+
+def test_bfloat16_model_keeps_its_dtype_through_attention_and_positions() -> None:
+    config = tiny_config()
+    model = build(config, attn="eager").to(torch.bfloat16)
+    with torch.no_grad():
+        source, target = random_batch(config)
+        out = model(input_ids=source, decoder_input_ids=target, output_attentions=True, output_hidden_states=True)
+    assert out.logits.dtype == torch.bfloat16
+    assert all(h.dtype == torch.bfloat16 for h in out.encoder_hidden_states + out.decoder_hidden_states)
+    assert all(a.dtype == torch.bfloat16 for a in out.encoder_attentions + out.cross_attentions)
+
+
+def test_shift_tokens_right_needs_both_ids() -> None:
+    labels = torch.tensor([[3, 4, 2]])
+    for pad, start in ((None, 1), (0, None), (None, None)):
+        with pytest.raises(ValueError) as error:
+            shift_tokens_right(labels, pad, start)
+        assert str(error.value) == (
+            "`config.pad_token_id` and `config.decoder_start_token_id` must be set to shift labels."
+        )
