@@ -301,3 +301,29 @@ def test_fsmt_message_says_why_and_what_to_use() -> None:
         "separate source/target vocabularies (src_vocab_size=30, tgt_vocab_size=31) with separate embeddings, while "
         "VanillaTransformer has one. Use FSMTForConditionalGeneration directly."
     )
+
+
+def test_every_config_field_that_shapes_behaviour_is_carried_over(caplog) -> None:
+    from vanilla_transformer.convert import marian_config_to_vanilla
+
+    reference = marian(seed=0, max_position_embeddings=48, use_cache=False, bos_token_id=5, eos_token_id=EOS,
+                       encoder_layerdrop=0.1, decoder_layerdrop=0.0)  # fmt: skip
+    with caplog.at_level("WARNING", logger="vanilla_transformer.convert"):
+        config = marian_config_to_vanilla(reference.config, reference.final_logits_bias)
+    assert caplog.messages == [
+        "Marian's layerdrop (0.1 / 0.0) is a training-time option VanillaTransformer does not have; the converted "
+        "model computes the same function at inference but fine-tunes without layerdrop."
+    ]
+    expected = dict(max_position_embeddings=48, use_cache=False, bos_token_id=5, eos_token_id=EOS, pad_token_id=PAD,
+                    decoder_start_token_id=PAD, normalize_before=False, positional_encoding_layout="concatenated",
+                    add_final_logits_bias=True, activation_function="swish", scale_embedding=True)  # fmt: skip
+    assert {key: getattr(config, key) for key in expected} == expected
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vanilla_transformer.convert"):
+        marian_config_to_vanilla(marian(seed=0, decoder_layerdrop=0.2).config, torch.zeros(1, VOCAB))
+    assert caplog.messages and "(0.0 / 0.2)" in caplog.messages[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vanilla_transformer.convert"):
+        marian_config_to_vanilla(marian(seed=0, encoder_layerdrop=0.0, decoder_layerdrop=0.0).config,
+                                 torch.zeros(1, VOCAB))  # fmt: skip
+    assert not caplog.messages

@@ -388,3 +388,38 @@ def test_previous_run_folders_are_named_by_utc_time_and_never_reused(run_dir, tm
         f"overwrite_output_dir: moved 2 checkpoint(s) of the earlier run into {target}."
     ]
     assert set_aside_previous_run(str(out)) is None  # nothing left to move
+
+
+def test_a_sharded_checkpoint_missing_a_shard_is_incomplete(run_dir, tmp_path) -> None:
+    out = copy_run(run_dir, tmp_path)
+    last = out / "checkpoint-4"
+    (last / "model.safetensors").rename(last / "model-00001-of-00002.safetensors")
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                            "b": "model-00002-of-00002.safetensors"}}  # fmt: skip
+    (last / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    assert checkpoint_problem(str(last)) == "weight shard(s) ['model-00002-of-00002.safetensors'] are missing"
+    index["weight_map"]["b"] = "model-00001-of-00002.safetensors"
+    (last / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    assert checkpoint_problem(str(last)) is None  # every shard the index names is there and whole
+    (last / "model.safetensors.index.json").write_text('{"weight_map": ', encoding="utf-8")
+    assert checkpoint_problem(str(last)).startswith("model.safetensors.index.json is unreadable")
+
+
+def test_guard_defaults_and_what_its_messages_say(tmp_path, caplog) -> None:
+    guard = NonFiniteLossGuard()
+    assert guard.policy == "error" and guard.max_consecutive_skips == 10 and guard.consecutive == 0
+    assert NonFiniteLossGuard("skip", max_consecutive_skips=1).max_consecutive_skips == 1  # the smallest allowed
+    run = trainer(tmp_path, callbacks=(NonFiniteLossGuard(),), save_strategy="no")
+    run.add_callback(PoisonStep(run.model, {1}))
+    with pytest.raises(NonFiniteLossError) as error:
+        run.train()
+    assert str(error.value) == (
+        "The loss or its gradients became NaN/inf at step 1 (epoch 0.00); training stopped before the optimizer "
+        "step, so the weights are still finite. Last complete checkpoint: none yet. Lower the learning rate, check "
+        "the data, or set `training.on_nonfinite_loss: skip`."
+    )
+    run = trainer(tmp_path / "skip", callbacks=(NonFiniteLossGuard("skip"),), save_strategy="no")
+    run.add_callback(PoisonStep(run.model, {3}))
+    with caplog.at_level("WARNING", logger="vanilla_transformer.safety"):
+        run.train()
+    assert "Non-finite loss/gradients at step 3: skipped the step (weights unchanged)." in caplog.messages
