@@ -288,6 +288,11 @@ def test_convert_user_error_keeps_its_traceback_with_vt_debug(tmp_path, monkeypa
     monkeypatch.setenv("VT_DEBUG", "1")
     with pytest.raises(ValueError, match="'bart' model; only Marian checkpoints convert"):
         convert_main([str(tmp_path / "bart"), str(tmp_path / "out")])
+    for off in ("", "0"):  # set but empty, or 0: off
+        monkeypatch.setenv("VT_DEBUG", off)
+        with pytest.raises(SystemExit) as done:
+            convert_main([str(tmp_path / "bart"), str(tmp_path / "out")])
+        assert done.value.code == 2
 
 
 def test_fsmt_message_says_why_and_what_to_use() -> None:

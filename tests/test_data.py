@@ -140,6 +140,9 @@ def test_missing_language_keys_and_columns(tmp_path):
     path = write(tmp_path / "n.jsonl", json.dumps({"de": "a", "en": 3}) + "\n")
     with pytest.raises(DataError, match="target is a int, not a string"):
         load_local_split(path, "de", "en", "error")
+    path = write(tmp_path / "m.jsonl", json.dumps({"de": ["a"], "en": "b"}) + "\n")
+    with pytest.raises(DataError, match=r"m\.jsonl:1: the source is a list, not a string\.$"):
+        load_local_split(path, "de", "en", "error")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -392,12 +395,12 @@ def test_jsonl_rows_after_an_empty_line_are_read_and_non_objects_named(tmp_path)
 
 
 def test_skipped_pairs_are_counted_in_the_log_and_the_empty_side_named(tmp_path, caplog):
-    path = write(tmp_path / "a.tsv", "de\ten\na\t \n \tb\nc\td\n \t \n")
+    path = write(tmp_path / "a.tsv", "de\ten\na\t \n \tb\nc\td\n \t \n\t\t\n")  # the last: 3 empty fields
     with caplog.at_level("WARNING", logger="vanilla_transformer.data"):
         data = load_local_split(path, "de", "en", "skip")
     assert list(data["source"]) == ["c"]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: skipped 3 pair(s) with an empty side (data.empty_lines=skip)."
+        f"{path}: skipped 4 pair(s) with an empty side (data.empty_lines=skip)."
     ]
     with pytest.raises(DataError, match=r"a\.tsv:2: empty target sentence"):
         load_local_split(path, "de", "en", "error")
@@ -435,7 +438,9 @@ def test_hub_split_with_one_column_per_language_and_row_names(caplog):
         with pytest.raises(DataError, match="no `translation` column and no columns 'de'/'en'"):
             hub_split_to_dataset(datasets.Dataset.from_dict(columns), "x", "de", "en", "error")
     nested = datasets.Dataset.from_dict({"translation": [{"de": "a", "en": "b"}, {"de": "a", "fr": "b"}]})
-    with pytest.raises(DataError, match=r"^train split of x row 1: missing language key\(s\) \['en'\]"):
+    with pytest.raises(
+        DataError, match=r"^train split of x row 1: missing language key\(s\) \['en'\]; found keys \['de', 'fr'\]\."
+    ):
         hub_split_to_dataset(nested, "train split of x", "de", "en", "error")
 
 

@@ -351,23 +351,24 @@ def test_overwrite_output_dir_moves_the_earlier_runs_checkpoints_aside(run_dir, 
 
 
 def test_set_aside_names_never_overwrite_earlier_ones_and_the_log_says_what_moved(run_dir, tmp_path, caplog) -> None:
-    """Two incomplete checkpoints, the first name already taken by an earlier set-aside: each gets the next free
-    name, every incomplete one is moved (not only the first), and the warning names the folder, its new name, why."""
+    """An incomplete checkpoint whose name was taken by an earlier set-aside gets the next free name; a complete
+    newer checkpoint does not stop the search; the warning names the folder, its new name and why."""
     out = copy_run(run_dir, tmp_path)
-    for step in (2, 4):
-        (out / f"checkpoint-{step}" / "trainer_state.json").unlink()
-    (out / "incomplete-checkpoint-4").mkdir()
-    (out / "incomplete-2-checkpoint-4").mkdir()
+    (out / "checkpoint-2" / "trainer_state.json").unlink()  # checkpoint-4, newer, is complete
+    (out / "incomplete-checkpoint-2").mkdir()
     with caplog.at_level("WARNING", logger="vanilla_transformer.safety"):
         moved = set_aside_incomplete_checkpoints(str(out))
-    assert moved == [str(out / "incomplete-3-checkpoint-4"), str(out / "incomplete-checkpoint-2")]  # newest first
-    assert not (out / "checkpoint-2").exists() and not (out / "checkpoint-4").exists()
-    assert (out / "incomplete-3-checkpoint-4" / "model.safetensors").is_file()
-    assert [record.getMessage() for record in caplog.records] == [
-        f"Set aside the incomplete checkpoint {out / f'checkpoint-{step}'} as {target}: trainer_state.json is missing "
+    assert moved == [str(out / "incomplete-2-checkpoint-2")]
+    assert not (out / "checkpoint-2").exists() and (out / "checkpoint-4").is_dir()
+    assert (out / "incomplete-2-checkpoint-2" / "model.safetensors").is_file()
+    assert caplog.messages == [
+        f"Set aside the incomplete checkpoint {out / 'checkpoint-2'} as {moved[0]}: trainer_state.json is missing "
         "(the save was interrupted)."
-        for step, target in zip((4, 2), moved, strict=True)
     ]
+    (out / "checkpoint-4" / "trainer_state.json").unlink()
+    (out / "incomplete-3-checkpoint-4").mkdir()
+    (out / "incomplete-checkpoint-4").mkdir()
+    assert set_aside_incomplete_checkpoints(str(out)) == [str(out / "incomplete-2-checkpoint-4")]
 
 
 def test_previous_run_folders_are_named_by_utc_time_and_never_reused(run_dir, tmp_path, caplog, monkeypatch) -> None:
@@ -379,10 +380,9 @@ def test_previous_run_folders_are_named_by_utc_time_and_never_reused(run_dir, tm
     monkeypatch.setattr(time, "gmtime", lambda seconds=None: utc)
     out = copy_run(run_dir, tmp_path)
     (out / "previous-run-19710101T010101Z").mkdir()
-    (out / "previous-run-19710101T010101Z-2").mkdir()
     with caplog.at_level("WARNING", logger="vanilla_transformer.safety"):
         target = set_aside_previous_run(str(out))
-    assert target == str(out / "previous-run-19710101T010101Z-3")
+    assert target == str(out / "previous-run-19710101T010101Z-2")
     assert sorted(os.listdir(target)) == ["checkpoint-2", "checkpoint-4"]
     assert [record.getMessage() for record in caplog.records] == [
         f"overwrite_output_dir: moved 2 checkpoint(s) of the earlier run into {target}."
@@ -423,3 +423,13 @@ def test_guard_defaults_and_what_its_messages_say(tmp_path, caplog) -> None:
     with caplog.at_level("WARNING", logger="vanilla_transformer.safety"):
         run.train()
     assert "Non-finite loss/gradients at step 3: skipped the step (weights unchanged)." in caplog.messages
+
+
+def test_safetensors_files_with_no_tensors_or_a_bad_header(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    assert safetensors_problem(str(tmp_path / "empty.safetensors")) is None
+    for header, problem in ((b"[1, 2]", "has an invalid header"), (b"{not json}", "is unreadable (Expecting")):
+        (tmp_path / "bad.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+        assert safetensors_problem(str(tmp_path / "bad.safetensors")).startswith(f"bad.safetensors {problem}")
