@@ -332,3 +332,15 @@ def test_every_config_field_that_shapes_behaviour_is_carried_over(caplog) -> Non
         marian_config_to_vanilla(marian(seed=0, encoder_layerdrop=0.0, decoder_layerdrop=0.0).config,
                                  torch.zeros(1, VOCAB))  # fmt: skip
     assert not caplog.messages
+
+
+def test_converted_model_has_the_checkpoints_dtype_and_its_own_generation_config() -> None:
+    reference = marian(seed=0).to(torch.bfloat16)
+    reference.generation_config.bad_words_ids = [[5]]
+    converted = convert_marian(reference)
+    assert {p.dtype for p in converted.parameters()} == {torch.bfloat16}
+    assert converted.generation_config.to_dict() == reference.generation_config.to_dict()
+    converted.generation_config.bad_words_ids[0].append(6)  # a nested setting: changing it must not reach the original
+    assert reference.generation_config.bad_words_ids == [[5]]
+    with pytest.raises(TypeError, match=r"^Expected a transformers\.MarianMTModel, got Linear\.$"):
+        convert_marian(torch.nn.Linear(2, 2))
