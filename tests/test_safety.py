@@ -433,3 +433,10 @@ def test_safetensors_files_with_no_tensors_or_a_bad_header(tmp_path) -> None:
     for header, problem in ((b"[1, 2]", "has an invalid header"), (b"{not json}", "is unreadable (Expecting")):
         (tmp_path / "bad.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
         assert safetensors_problem(str(tmp_path / "bad.safetensors")).startswith(f"bad.safetensors {problem}")
+
+
+def test_a_file_named_like_a_checkpoint_is_not_one(run_dir, tmp_path) -> None:
+    out = copy_run(run_dir, tmp_path)
+    (out / "checkpoint-9").write_text("notes", encoding="utf-8")
+    assert last_complete_checkpoint(str(out)) == str(out / "checkpoint-4")
+    assert set_aside_incomplete_checkpoints(str(out)) == [] and (out / "checkpoint-9").is_file()
