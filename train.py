@@ -16,7 +16,7 @@ import datasets
 from transformers import set_seed
 
 import vanilla_transformer  # noqa: F401  (registers the model with the Auto classes)
-from vanilla_transformer.config_file import ConfigError, parse_config
+from vanilla_transformer.config_file import ConfigError, debug_tracebacks, parse_config
 from vanilla_transformer.data import DataError
 from vanilla_transformer.hub import card_values, fill_model_card, push_to_hub
 from vanilla_transformer.progress import plot_loss_curve
@@ -97,7 +97,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         main(argv)
     except USER_ERRORS as error:
-        if os.environ.get("VT_DEBUG", "0") not in ("", "0"):
+        if debug_tracebacks():
             raise
         if os.environ.get("RANK", "0") == "0":
             print(f"train.py: error: {error}", file=sys.stderr, flush=True)

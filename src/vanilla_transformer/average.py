@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
+from .config_file import debug_tracebacks
 from .saving import save_with_pipeline
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         paths = last_checkpoints(options.paths[0], options.last) if options.last is not None else options.paths
         average_checkpoints(paths, options.output)
     except (ValueError, OSError) as error:
-        if os.environ.get("VT_DEBUG", "0") not in ("", "0"):
+        if debug_tracebacks():
             raise
         parser.error(str(error))
     print(f"Averaged {len(paths)} checkpoints ({', '.join(os.path.basename(p) for p in paths)}) -> {options.output}")

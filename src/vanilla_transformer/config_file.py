@@ -31,6 +31,11 @@ class ConfigError(ValueError):
     """A run configuration that can't be used: bad YAML, an unknown key, a value of the wrong type or range."""
 
 
+def debug_tracebacks() -> bool:
+    """Whether the command-line tools show the traceback of a user error too (`VT_DEBUG` set, and not to 0)."""
+    return os.environ.get("VT_DEBUG", "0") not in ("", "0")
+
+
 # The keys of the `data` section that say where the data comes from: a source set on the command line (or in an
 # inheriting file) replaces all of them.
 DATA_SOURCE_KEYS = ("quickstart", "dataset", "train_file")

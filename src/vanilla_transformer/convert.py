@@ -24,13 +24,13 @@ Command line (downloads the checkpoint from the Hub unless it is a local folder)
 import argparse
 import copy
 import logging
-import os
 import re
 from typing import NoReturn
 
 import torch
 from transformers import PreTrainedModel
 
+from .config_file import debug_tracebacks
 from .configuration_vanilla_transformer import VanillaTransformerConfig
 from .modeling_vanilla_transformer import VanillaTransformerForConditionalGeneration
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     try:  # a user error is one line and exit status 2; VT_DEBUG=1 keeps the traceback
         path = convert_checkpoint(args.source, args.output_dir, save_pipeline=not args.no_pipeline)
     except (ValueError, OSError) as error:
-        if os.environ.get("VT_DEBUG", "0") not in ("", "0"):
+        if debug_tracebacks():
             raise
         parser.error(str(error))
     print(f"Converted {args.source} -> {path}")
