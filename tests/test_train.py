@@ -107,6 +107,22 @@ def test_killed_run_resumes_to_the_same_end(reference, tmp_path):
             assert loss == pytest.approx(ref_losses[step], rel=1e-5), step
 
 
+def test_run_killed_after_its_last_checkpoint_resumes_without_another_step(reference, tmp_path):
+    """Killed after `checkpoint-40` (= max_steps) was written, before the final evaluation and save."""
+    out = str(tmp_path / "killed-at-the-end")
+    killed = run_probe(reference["config"], f"output_dir={out}", env=dict(run_env(), PROBE_KILL_AFTER_TRAINING="1"))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert "checkpoint-40" in os.listdir(out) and not os.path.exists(os.path.join(out, "model.safetensors"))
+
+    resumed = run_probe(reference["config"], f"output_dir={out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+    probe = read_probe(out)
+    assert probe["global_step"] == 40 and probe["batches"] == []  # no step 41
+    assert probe["params_md5"] == reference["probe"]["params_md5"]
+    assert not os.path.exists(os.path.join(out, "checkpoint-41"))
+    assert "test (16 sentences)" in resumed.stdout and os.path.isfile(os.path.join(out, "model.safetensors"))
+
+
 def test_push_to_hub_uploads_a_loadable_repo(tmp_path, monkeypatch):
     sys.path.insert(0, ROOT)
     import train

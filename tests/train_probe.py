@@ -3,7 +3,9 @@
 Used by tests/test_train.py as `python tests/train_probe.py ARGS...` or under `accelerate launch`. Writes
 `OUTPUT_DIR/probe-rank{R}.json` with the source rows of every training batch (padding stripped), the md5 of the
 final parameters, the global step and the log history. With `PROBE_KILL_AT_STEP=N` the process kills itself
-with SIGKILL when optimizer step N begins (a checkpoint written at an earlier step survives).
+with SIGKILL when optimizer step N begins (a checkpoint written at an earlier step survives); with
+`PROBE_KILL_AFTER_TRAINING=1` it does so when training has ended, after the last checkpoint and before the final
+evaluation and save.
 """
 
 import hashlib
@@ -21,6 +23,7 @@ from vanilla_transformer import training  # noqa: E402
 
 seen: list[list[list[int]]] = []
 kill_at = int(os.environ.get("PROBE_KILL_AT_STEP", "0"))
+kill_after_training = os.environ.get("PROBE_KILL_AFTER_TRAINING") == "1"
 original_step = training.TranslationTrainer.training_step
 original_train = training.TranslationTrainer.train
 
@@ -35,6 +38,8 @@ def probed_step(self, model, inputs, *args, **kwargs):
 
 def probed_train(self, *args, **kwargs):
     result = original_train(self, *args, **kwargs)
+    if kill_after_training:
+        os.kill(os.getpid(), signal.SIGKILL)
     flat = torch.cat([p.detach().flatten().float() for p in self.model.parameters()])
     record = {
         "batches": seen,

@@ -408,6 +408,18 @@ class TranslationTrainer(Seq2SeqTrainer):
         )
         return self.accelerator.prepare(loader)
 
+    def _run_epoch(self, *args: object, **kwargs: object) -> None:
+        """Trainer's epoch, except when a resumed checkpoint is already at `max_steps`: then no step at all.
+
+        Trainer checks `max_steps` only after an optimizer step, so resuming from the last step's checkpoint (a run
+        killed after writing it, during the final evaluation or save) would train a step `max_steps + 1` and end
+        with other weights than the uninterrupted run.
+        """
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def log(self, logs: dict[str, float], *args: object, **kwargs: object) -> None:
         """Trainer's log, plus `nll_loss` beside the label-smoothed training `loss` (this process's batches)."""
         if "loss" in logs and isinstance(self.compute_loss_func, LabelSmoothedLoss):
