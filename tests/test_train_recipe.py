@@ -1,5 +1,6 @@
 """The paper's recipe as train.py sets it up: Adam, the warm-up + inverse-square-root schedule, beam search."""
 
+import json
 import os
 
 import pytest
@@ -87,3 +88,34 @@ def test_max_new_tokens_may_use_every_position(tmp_path):
     with torch.no_grad():
         out = model.generate(**source, num_beams=1, min_new_tokens=16)  # the saved max_length: 16 new tokens
     assert out.shape[1] == 1 + 16  # decoder start + 16 tokens, the last at position 15
+
+
+def test_the_best_evaluation_between_two_saves_is_the_final_model(tmp_path, monkeypatch, capsys):
+    """eval_steps 5, save_steps 10: the best validation BLEU comes at step 15, which `save_steps` does not save."""
+    import sys
+
+    from safetensors.torch import load_file
+    from train_helpers import write_config
+
+    sys.path.insert(0, ROOT)
+    import train
+    from vanilla_transformer import training
+
+    out = tmp_path / "run"
+    config = write_config(str(tmp_path / "tiny.yaml"), str(out), training={"eval_steps": 5, "max_steps": 20})
+    bleu_by_evaluation = iter([10.0, 20.0, 60.0, 50.0])  # steps 5, 10, 15, 20; then the final test evaluation
+    real_score = training.score
+
+    def scripted_score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+        return real_score(hypotheses, references) | {"bleu": next(bleu_by_evaluation, 0.0)}
+
+    monkeypatch.setattr(training, "score", scripted_score)
+    train.main([config])
+    capsys.readouterr()
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["best_metric"] == 60.0 and state["best_model_checkpoint"].endswith("checkpoint-15")
+    best = load_file(out / "checkpoint-15" / "model.safetensors")
+    final = load_file(out / "model.safetensors")
+    assert best.keys() == final.keys() and all(torch.equal(best[k], final[k]) for k in best)
+    assert not torch.equal(load_file(out / "checkpoint-20" / "model.safetensors")["model.shared.weight"],
+                           final["model.shared.weight"])  # fmt: skip

@@ -483,9 +483,35 @@ class TimeLimitCallback(TrainerCallback):
         return control
 
 
+class SaveNewBestCallback(TrainerCallback):
+    """Save a checkpoint at every evaluation that improves the best validation score, also between `save_steps`.
+
+    Trainer records the step of a new best score even when that step saves no checkpoint, and then only takes a
+    saved checkpoint as the best if it is that very step: with `eval_steps` 250 and `save_steps` 500, a best score
+    at step 1,250 left `best_model_checkpoint` at an earlier, worse checkpoint, which the run then loaded as final.
+    """
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: object,
+    ) -> TrainerControl:
+        name = args.metric_for_best_model
+        if name is None or not metrics:
+            return control
+        value = metrics.get(name if name.startswith("eval_") else f"eval_{name}")
+        better = (lambda a, b: a > b) if args.greater_is_better else (lambda a, b: a < b)
+        if value is not None and (state.best_metric is None or better(value, state.best_metric)):
+            control.should_save = True  # Trainer saves right after this evaluation (its best score is not set yet)
+        return control
+
+
 def build_callbacks(config: RunConfig, sampler: TokenBudgetBatchSampler | None) -> list[TrainerCallback]:
     """All callbacks of a run, in one place (extend this list to add more)."""
-    callbacks: list[TrainerCallback] = [NonFiniteLossGuard(config.training.on_nonfinite_loss)]
+    callbacks: list[TrainerCallback] = [NonFiniteLossGuard(config.training.on_nonfinite_loss), SaveNewBestCallback()]
     if sampler is not None:
         callbacks.append(EpochCallback(sampler))
     if config.training.max_train_minutes:
