@@ -36,6 +36,22 @@ def tiny_config(**overrides: object):
     return VanillaTransformerConfig(**fields)
 
 
+def inductor_vectorises() -> bool:
+    """Whether torch.compile's CPU code generator has a vector instruction set here (AVX2 or better).
+
+    Without one (an SSE-era CPU, or `ATEN_CPU_CAPABILITY=default`), torch 2.13's Inductor refuses flex attention
+    ("not supported for CPU") and writes some kernels that do not build ("'at::vec' has not been declared").
+    """
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return bool(pick_vec_isa())
+
+
+NEEDS_VECTORISING_INDUCTOR = pytest.mark.skipif(
+    not inductor_vectorises(), reason="torch.compile on a CPU without AVX2: see conftest.inductor_vectorises"
+)
+
+
 @pytest.fixture
 def config():
     return tiny_config()

@@ -18,6 +18,8 @@ from vanilla_transformer.attention import (
     word_starts,
 )
 
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
+
 
 @pytest.fixture(scope="module")
 def maps():

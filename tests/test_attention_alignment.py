@@ -11,6 +11,8 @@ from reversal_task import reversal_model
 from vanilla_transformer.attention import alignment, attention_maps
 from vanilla_transformer.pipeline_vanilla_transformer import VanillaTranslationPipeline, attention_alignment
 
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
+
 SENTENCES = ["a b c d e", "f g h i", "j k l"]
 
 

@@ -106,6 +106,7 @@ def test_dictionary_check_of_alignments() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_facts_of_a_freshly_trained_quickstart(quickstart_run) -> None:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 

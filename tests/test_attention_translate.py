@@ -8,6 +8,8 @@ from reversal_task import reversal_model
 
 from vanilla_transformer.translate import main as translate_main
 
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
+
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):

@@ -24,7 +24,10 @@ from vanilla_transformer.convert import convert_marian, vanilla_name
 from vanilla_transformer.convert import main as convert_main
 from vanilla_transformer.translate import main as translate_main
 
-pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")  # MarianTokenizer's hint
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses"),  # MarianTokenizer's hint
+    pytest.mark.numerics,  # outcome rests on the CPU's kernels (tests/README.md)
+]
 
 VOCAB, PAD, EOS = 40, 39, 0  # Marian convention: eos 0, pad (= decoder start) last
 

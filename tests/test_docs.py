@@ -50,6 +50,7 @@ def test_docs_have_no_machine_paths_or_build_words(path: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_translate_examples_are_what_a_fresh_quickstart_model_prints(quickstart_run) -> None:
     """The committed examples come out of this machine's own quick-start run: the same translations (the examples
     are numbers the quick-start model translates exactly) and the same messages."""

@@ -6,13 +6,14 @@ import os
 import pytest
 import torch
 from conftest import tiny_config
-from reversal_task import WORDS, reversal_model, tiny_tokenizer
+from reversal_task import WORDS, greedy_margin, reversal_model, tiny_tokenizer
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.pipeline_vanilla_transformer import VanillaTranslationPipeline
 from vanilla_transformer.precision import to_inference
 
 ctranslate2 = pytest.importorskip("ctranslate2")
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
 
 from vanilla_transformer.export_ctranslate2 import (  # noqa: E402
     CONFIG_FILE,
@@ -173,16 +174,26 @@ def test_pipeline_gives_the_transformers_pipelines_results(reversal_dir: str, tm
         pipe(SENTENCES, do_sample=True)
 
 
-def test_int8_export_translates_most_sentences_like_float32(reversal_dir: str, tmp_path, capsys) -> None:
+def test_int8_export_translates_like_float32_where_the_model_is_sure(reversal_dir: str, tmp_path, capsys) -> None:
+    """Every translation equal, on any CPU: the model's top logit leads by more than int8 can move it.
+
+    (On a model with near-ties, which int8 kernel of which instruction set rounds how would decide the tokens.)
+    """
     main([reversal_dir, str(tmp_path / "int8"), "--quantization", "int8"])
     assert "int8 weights" in capsys.readouterr().err
-    float32 = CTranslate2TranslationPipeline(cached_export(reversal_dir, tmp_path / "cache"))
-    int8 = CTranslate2TranslationPipeline(tmp_path / "int8")
+    fp32_export = cached_export(reversal_dir, tmp_path / "cache")
+    size = os.path.getsize(os.path.join(fp32_export, "model.bin"))
+    assert os.path.getsize(tmp_path / "int8" / "model.bin") < 0.5 * size  # the weights are stored as int8
     sentences = [" ".join(WORDS[(i * 7 + j * 5) % 12] for j in range(2 + i % 4)) for i in range(32)]
-    a, b = float32(sentences, num_beams=1), int8(sentences, num_beams=1)
-    assert sum(x == y for x, y in zip(a, b, strict=True)) >= 28, (a, b)
-    loaded_as_int8 = CTranslate2TranslationPipeline(tmp_path / "int8", precision="fp32")  # converted on load
-    assert sum(x == y for x, y in zip(a, loaded_as_int8(sentences, num_beams=1), strict=True)) >= 28
+    model, tokenizer = reversal_model()
+    assert greedy_margin(model, tokenizer, sentences) > 3.0  # measured 5.9; int8 moves a logit by about 0.4
+    float32 = CTranslate2TranslationPipeline(fp32_export)
+    int8 = CTranslate2TranslationPipeline(tmp_path / "int8")
+    expected = float32(sentences, num_beams=1)
+    assert [t["translation_text"] for t in expected] == [" ".join(s.split()[::-1]) for s in sentences]
+    assert int8(sentences, num_beams=1) == expected
+    for folder, precision in ((fp32_export, "int8"), (tmp_path / "int8", "fp32")):  # converted when loaded
+        assert CTranslate2TranslationPipeline(folder, precision=precision)(sentences, num_beams=1) == expected
 
 
 def test_cached_export_is_reused_until_the_model_changes(reversal_dir: str, tmp_path) -> None:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import NEEDS_VECTORISING_INDUCTOR, tiny_config
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from vanilla_transformer import (
@@ -15,6 +15,8 @@ from vanilla_transformer import (
     shift_tokens_right,
 )
 from vanilla_transformer.modeling_vanilla_transformer import VanillaTransformerSinusoidalPositionalEncoding
+
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
 
 # A worked example: a 4-token source and the decoder input "<start> I love easy courses".
 PAD, START, END = 0, 1, 2
@@ -313,6 +315,7 @@ def test_eager_and_sdpa_agree() -> None:
 
 
 @pytest.mark.slow  # flex attention is compiled on first use (about a minute on a 2-core CPU)
+@NEEDS_VECTORISING_INDUCTOR
 def test_flex_attention_agrees_with_eager() -> None:
     config = tiny_config()
     eager, flex = build(tiny_config(), attn="eager"), build(tiny_config(), attn="flex_attention")

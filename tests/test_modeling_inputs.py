@@ -12,6 +12,8 @@ from conftest import MAX_POS, SRC, TGT, VOCAB, E, ids, tiny_config
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration, VanillaTransformerModel
 
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
+
 # ---------------------------------------------------------------------------------------------------------
 # Forward: one row per bad input -> (kwargs, error type, message pattern).
 # ---------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from reversal_task import WORDS, reversal_model
+from reversal_task import WORDS, greedy_margin, logit_error, reversal_model
 from transformers import pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -14,7 +14,11 @@ from vanilla_transformer.pipeline_vanilla_transformer import TASK, VanillaTransl
 from vanilla_transformer.precision import PRECISIONS, model_precision, to_inference
 from vanilla_transformer.translate import main as translate_main
 
-# 64 word sequences of 2-5 words (some repeated words): the reversal model gets most of them right
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
+
+# 64 word sequences of 2-5 words (some repeated words), each of which the reversal model translates with a margin
+# (its top logit leads by more than 3 at every step, tests/reversal_task.py): so every precision, on every CPU,
+# must translate all of them as float32 does.
 SENTENCES = [" ".join(WORDS[(7 * i + 5 * j + i * j) % 12] for j in range(2 + i % 4)) for i in range(64)]
 
 
@@ -29,14 +33,16 @@ def translations(model: torch.nn.Module, tokenizer, **generate_kwargs: object) -
 def test_reduced_precisions_translate_like_fp32(precision: str) -> None:
     model, tokenizer = reversal_model()
     reference = {beams: translations(model, tokenizer, num_beams=beams) for beams in (1, 4)}
-    correct = sum(text == " ".join(s.split()[::-1]) for text, s in zip(reference[1], SENTENCES, strict=True))
-    assert correct >= 50  # a trained model, so agreement below means something
+    assert reference[1] == [" ".join(s.split()[::-1]) for s in SENTENCES]
+    margin = greedy_margin(model, tokenizer, SENTENCES)
+    assert margin > 3.0  # measured 5.9
     converted = to_inference(copy.deepcopy(model), precision)
     assert model_precision(converted) == precision and model_precision(model) == "fp32"
+    # what the precision does to the logits (measured: fp16 0.02, bf16 0.10, int8 0.42) stays within half the
+    # margin, so no greedy step can change its token
+    assert 0.0 < logit_error(converted, model, tokenizer, SENTENCES) < margin / 2
     for beams, expected in reference.items():
-        got = translations(converted, tokenizer, num_beams=beams)
-        same = sum(a == b for a, b in zip(got, expected, strict=True))
-        assert same >= 58, (precision, beams, same)  # >= 90 % of the sentences
+        assert translations(converted, tokenizer, num_beams=beams) == expected, (precision, beams)
 
 
 def test_what_each_precision_does_to_the_model() -> None:
@@ -81,8 +87,7 @@ def test_pipeline_precision_option_locally_and_as_remote_code(pipeline_dir: str)
         PIPELINE_REGISTRY.supported_tasks[TASK] = registered
     assert type(remote).__module__.startswith("transformers_modules.") and remote.model.dtype == torch.bfloat16
     for pipe in (local, remote):
-        got = pipe(SENTENCES[:8], max_new_tokens=8)
-        assert sum(a == b for a, b in zip(got, expected, strict=True)) >= 7
+        assert pipe(SENTENCES[:8], max_new_tokens=8) == expected
 
 
 def test_translate_command_precision(pipeline_dir: str, capsys) -> None:
@@ -102,8 +107,7 @@ def test_translate_command_precision(pipeline_dir: str, capsys) -> None:
                 *SENTENCES[:8],
             ]
         )
-        got = capsys.readouterr().out.splitlines()
-        assert sum(a == b for a, b in zip(got, expected, strict=True)) >= 7
+        assert capsys.readouterr().out.splitlines() == expected
     with pytest.raises(SystemExit) as exit_info:
         translate_main(["--model", pipeline_dir, "--precision", "int4", "a b"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
@@ -138,5 +142,11 @@ def test_train_py_final_evaluation_in_a_reduced_precision(tmp_path, capsys, monk
     assert model_precision(saved.model) == "fp32"  # the saved model is the trained one, not the int8 copy
     sources = [source for source, _, _ in results["samples"]]
     int8_translations = [translation for _, _, translation in results["samples"]]
-    fp32_translations = list(translate(saved, sources, num_beams=2))
-    assert len(sources) == 16 and sum(a == b for a, b in zip(int8_translations, fp32_translations, strict=True)) >= 12
+    # what the saved model translates once converted to int8, on the evaluation's one batch of 16: the tiny model
+    # has near-ties, so int8 and float32 may differ (by CPU), but the same int8 model on the same batch may not
+    int8_model = to_inference(copy.deepcopy(saved.model), "int8")
+    with torch.inference_mode():
+        output = int8_model.generate(**saved.tokenizer(sources, return_tensors="pt", padding=True))
+    expected = [text.strip() for text in saved.tokenizer.batch_decode(output, skip_special_tokens=True)]
+    assert len(sources) == 16 and int8_translations == expected
+    assert list(translate(saved, sources[:1])) != [] and results["bleu"] >= 0.0

@@ -7,12 +7,15 @@ Bounded for CI: few examples per property, fixed seed (`derandomize`), no exampl
 
 import itertools
 
+import pytest
 import torch
 from conftest import tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
+
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
 
 PROPERTY = settings(
     max_examples=25,

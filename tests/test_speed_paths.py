@@ -1,11 +1,14 @@
 """The speed code paths compute exactly what the plain ones do: beam search that leaves the (beam-invariant)
 cross-attention cache unreordered. (The memory-lean loss is tested in test_losses.py.)"""
 
+import pytest
 import torch
 from conftest import tiny_config
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from vanilla_transformer import VanillaTransformerForConditionalGeneration
+
+pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/README.md)
 
 
 def test_beam_search_reorders_self_attention_cache_only_and_matches_full_reordering() -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.numerics]  # numerics: outcome rests on the CPU's kernels
 
 # What a user types first: the numbers up to twenty and the round ones (one significant digit) up to 900,000.
 FIRST_TRIED = list(range(21)) + [d * 10**k for k in range(1, 6) for d in range(1, 10)]
