@@ -14,6 +14,9 @@ AVX-512, such as AMD Zen 1 and 2 or Intel Haswell to Comet Lake. A level above t
 """
 
 import argparse
+import getpass
+import os
+import tempfile
 
 LEVELS: dict[str, dict[str, str]] = {
     "default": {
@@ -34,6 +37,17 @@ LEVELS: dict[str, dict[str, str]] = {
 ORDER = ["default", "avx2", "avx512"]  # ATen's capability names, lowest first
 
 
+def level_env(level: str) -> dict[str, str]:
+    """The settings of `level`, with a torch.compile cache of its own.
+
+    Inductor's cache does not tell the levels apart: a kernel compiled under one level and loaded under another
+    gave wrong tokens and heap corruption ("free(): invalid pointer") here, so each level compiles into its own
+    folder (the machine's own level keeps Inductor's default one).
+    """
+    cache = os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}_{level}")
+    return LEVELS[level] | {"TORCHINDUCTOR_CACHE_DIR": cache}
+
+
 def native_level() -> str:
     """This machine's own level, as ATen names it ("default", "avx2", "avx512")."""
     import torch
@@ -52,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", choices=sorted(LEVELS), help="print the VAR=value settings of this level")
     args = parser.parse_args(argv)
     if args.env:
-        print(" ".join(f"{name}={value}" for name, value in LEVELS[args.env].items()))
+        print(" ".join(f"{name}={value}" for name, value in level_env(args.env).items()))
     else:
         print("\n".join(levels_below(native_level())))
     return 0

@@ -50,7 +50,7 @@ def test_errors_come_before_any_data_is_read(monkeypatch, tmp_path):
         ("training.label_smoothing=1.0", r"`training\.label_smoothing` must be in \[0, 1\)"),
         ("training.max_tokens=10", r"`training\.max_tokens` must be at least the longest example allowed \(64"),
         ("training.precision=fp8", r"`training\.precision` must be 'no', 'bf16' or 'fp16'"),
-        ("training.eval_steps=300", r"`training\.save_steps` \(500\) must be a multiple of `training\.eval_steps`"),
+        ("training.eval_steps=300", r"`training\.save_steps` \(250\) must be a multiple of `training\.eval_steps`"),
         ("data.max_source_length=129", r"`data\.max_source_length` \(129\) exceeds the model's max_position_emb"),
         ("data.empty_lines=drop", r"`data\.empty_lines` must be 'error' or 'skip'"),
         ("data.quickstart.repeat_small=0", r"`data\.quickstart\.repeat_small` must be at least 1"),

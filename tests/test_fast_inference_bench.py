@@ -80,10 +80,37 @@ def test_quality_mode_scores_a_trained_model_per_precision(tmp_path, monkeypatch
 
 @pytest.mark.slow
 @NEEDS_VECTORISING_INDUCTOR
-def test_compiled_variant_decodes_the_same_tokens(tmp_path) -> None:
+def test_compiled_variant_runs_and_compiled_decoding_matches_eager(tmp_path) -> None:
+    """The bench's compiled variant runs; what it runs (Inductor, fullgraph, static cache) decodes as eager does.
+
+    The bench's random models have near-ties, where Inductor's other order of float operations may pick another
+    token on one CPU and not on another (seen with the kernels capped at AVX2), so the tokens are compared on the
+    reversal model, which is sure of every step, and the scores within float32 rounding.
+    """
+    import copy
+
+    import torch
+    from reversal_task import WORDS, greedy_margin, reversal_model
+    from transformers import CompileConfig
+
     fast = load_fast_inference()
     results = fast.main(["--quick", "--threads", "1", "--compile", "--precisions", "fp32", "--variants", "marian"])
     for case in results["sizes"][0]["cases"]:
         assert set(case["variants"]) == {"marian", "ours-fp32-compiled"} and not case["failed"]
-        entry = case["variants"]["ours-fp32-compiled"]
-        assert entry["agreement"]["sequences"] == 1.0  # here: the same tokens as marian
+        assert case["variants"]["ours-fp32-compiled"]["tokens_per_s"] > 0
+
+    model, tokenizer = reversal_model()
+    sentences = [" ".join(WORDS[(5 * i + 3 * j) % 12] for j in range(2 + i % 4)) for i in range(8)]
+    assert greedy_margin(model, tokenizer, sentences) > 3.0
+    inputs = tokenizer(sentences, return_tensors="pt", padding=True)
+    kwargs = dict(**inputs, max_new_tokens=8, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    compile_config = CompileConfig(fullgraph=True, backend="inductor", mode="default")  # as the bench's variant
+    compile_config._compile_all_devices = True  # generate() compiles on CPU only when asked to
+    compiled_model = copy.deepcopy(model)
+    with torch.inference_mode():
+        eager = model.generate(**kwargs)
+        compiled = compiled_model.generate(**kwargs, cache_implementation="static", compile_config=compile_config)
+    assert hasattr(compiled_model, "_compiled_call")
+    assert torch.equal(compiled.sequences, eager.sequences)
+    for a, b in zip(compiled.scores, eager.scores, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

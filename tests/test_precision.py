@@ -22,6 +22,9 @@ pytestmark = pytest.mark.numerics  # outcome rests on the CPU's kernels (tests/R
 SENTENCES = [" ".join(WORDS[(7 * i + 5 * j + i * j) % 12] for j in range(2 + i % 4)) for i in range(64)]
 
 
+LOGIT_ERROR_BOUND = {"fp16": 0.06, "bf16": 0.25, "int8": 1.0}
+
+
 def translations(model: torch.nn.Module, tokenizer, **generate_kwargs: object) -> list[str]:
     inputs = tokenizer(SENTENCES, return_tensors="pt", padding=True)
     with torch.inference_mode():
@@ -38,9 +41,11 @@ def test_reduced_precisions_translate_like_fp32(precision: str) -> None:
     assert margin > 3.0  # measured 5.9
     converted = to_inference(copy.deepcopy(model), precision)
     assert model_precision(converted) == precision and model_precision(model) == "fp32"
-    # what the precision does to the logits (measured: fp16 0.02, bf16 0.10, int8 0.42) stays within half the
-    # margin, so no greedy step can change its token
-    assert 0.0 < logit_error(converted, model, tokenizer, SENTENCES) < margin / 2
+    # How far the precision moves a logit: measured fp16 0.024, bf16 0.10, int8 0.42, the same with the kernels
+    # capped at AVX2 and at the SSE level; the bounds allow about 2.5 times that (int8 layers that lost their biases
+    # move a logit by 1.6), and all stay below half the margin, so no greedy step can change its token.
+    error = logit_error(converted, model, tokenizer, SENTENCES)
+    assert 0.0 < error <= LOGIT_ERROR_BOUND[precision] < margin / 2, error
     for beams, expected in reference.items():
         assert translations(converted, tokenizer, num_beams=beams) == expected, (precision, beams)
 
