@@ -63,23 +63,27 @@ def reversal_model(steps: int = 2000, lr: float = 5e-3, max_len: int = 5):
     return model.eval(), tokenizer
 
 
-def _greedy_logits(model, tokenizer, sentences: list[str], reference=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, T, V) of `model` along the greedy translations of `reference` (default: `model`) and a (N, T)
-    mask of the steps up to and including each translation's </s>."""
+def _greedy_steps(model, tokenizer, sentences: list[str]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The tokenized `sentences`, the decoder inputs of `model`'s greedy translations (N, T) and a (N, T) mask of
+    the steps up to and including each translation's </s>."""
     inputs = tokenizer(sentences, return_tensors="pt", padding=True)
     with torch.no_grad():
-        output = (reference or model).generate(**inputs, num_beams=1, do_sample=False, max_new_tokens=8)
-        logits = model(**inputs, decoder_input_ids=output[:, :-1]).logits.float()
+        output = model.generate(**inputs, num_beams=1, do_sample=False, max_new_tokens=8)
     generated = output[:, 1:]
     ended = (generated == tokenizer.eos_token_id).long().cumsum(1)
     mask = (ended == 0) | ((ended == 1) & (generated == tokenizer.eos_token_id))
-    return logits, mask
+    return inputs, output[:, :-1], mask
+
+
+def _logits(model, inputs: dict, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs, decoder_input_ids=decoder_input_ids).logits.float()
 
 
 def greedy_margin(model, tokenizer, sentences: list[str]) -> float:
     """The smallest lead of the top logit over the second, over every step of the greedy translations."""
-    logits, mask = _greedy_logits(model, tokenizer, sentences)
-    top2 = logits.topk(2, dim=-1).values
+    inputs, steps, mask = _greedy_steps(model, tokenizer, sentences)
+    top2 = _logits(model, inputs, steps).topk(2, dim=-1).values
     return float((top2[..., 0] - top2[..., 1])[mask].min())
 
 
@@ -88,6 +92,5 @@ def logit_error(model, reference, tokenizer, sentences: list[str]) -> float:
 
     While it stays below half of `greedy_margin(reference, ...)`, no step can change its top token, so greedy
     translations are identical."""
-    ours, mask = _greedy_logits(model, tokenizer, sentences, reference=reference)
-    theirs, _ = _greedy_logits(reference, tokenizer, sentences)
-    return float((ours - theirs).abs()[mask].max())
+    inputs, steps, mask = _greedy_steps(reference, tokenizer, sentences)
+    return float((_logits(model, inputs, steps) - _logits(reference, inputs, steps)).abs()[mask].max())
